@@ -1,0 +1,138 @@
+"""Package-wide configuration: numba flags, block size, threads.
+
+This module is imported first by :mod:`hmi_fast`. It sets
+``OMP_WAIT_POLICY=PASSIVE`` (unless the user already chose a policy) before
+numba's OpenMP runtime is loaded: with the default active policy the OpenMP
+workers busy-wait after each parallel kernel and take the cores that the
+BLAS call that follows needs, so the BLAS-3 part runs at one-core speed.
+``benchmarks/test_threading.py`` measures the effect.
+
+Environment overrides
+---------------------
+``HMI_FAST_BLOCK_SIZE``
+    Rows per streaming block (default 2048).
+``HMI_FAST_CACHE``
+    ``0`` disables numba's on-disk cache (default on).
+``OMP_WAIT_POLICY``
+    Left alone when set by the user.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import contextlib  # noqa: E402
+from typing import Iterator  # noqa: E402
+
+import numba  # noqa: E402
+from threadpoolctl import threadpool_limits  # noqa: E402
+
+#: numba's fast-math flags without ``nnan``/``ninf`` so NaN checks still work.
+FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
+
+#: on-disk compilation cache (import plus first call in a warm process is fast).
+CACHE = os.environ.get("HMI_FAST_CACHE", "1") != "0"
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    try:
+        out = int(value)
+    except ValueError:
+        raise ValueError(f"environment variable {name} must be a positive integer, got {value!r}") from None
+    if out < 1:
+        raise ValueError(f"environment variable {name} must be a positive integer, got {value!r}")
+    return out
+
+
+#: default number of rows per streaming block.
+BLOCK_SIZE = _env_int("HMI_FAST_BLOCK_SIZE", 2048)
+
+
+def jit(**kwargs):
+    """``numba.njit`` with the package's defaults (cache, fastmath without nnan/ninf)."""
+    opts = {"cache": CACHE, "fastmath": FASTMATH, "nogil": True}
+    opts.update(kwargs)
+    return numba.njit(**opts)
+
+
+def get_num_threads() -> int:
+    """Number of threads numba kernels use now."""
+    return numba.get_num_threads()
+
+
+@contextlib.contextmanager
+def threads(n: int | None) -> Iterator[int]:
+    """Limit numba's and the BLAS's thread pools together.
+
+    Both pools are restored on exit, also when the body raises. ``None``
+    leaves the current settings unchanged.
+
+    Parameters
+    ----------
+    n : int or None
+        Number of threads, ``1 <= n <= numba.config.NUMBA_NUM_THREADS``.
+
+    Examples
+    --------
+    >>> import hmi_fast
+    >>> with hmi_fast.threads(1):
+    ...     pass
+    """
+    if n is None:
+        yield get_num_threads()
+        return
+    if isinstance(n, bool) or not isinstance(n, (int,)) and not hasattr(n, "__index__"):
+        raise TypeError(f"threads: n must be an integer or None, got {type(n).__name__}")
+    n = int(n)
+    top = numba.config.NUMBA_NUM_THREADS
+    if not 1 <= n <= top:
+        raise ValueError(f"threads: n must be between 1 and {top} (the machine's thread count), got {n}")
+    previous = numba.get_num_threads()
+    numba.set_num_threads(n)
+    try:
+        with threadpool_limits(limits=n):
+            yield n
+    finally:
+        numba.set_num_threads(previous)
+
+
+def blas_info() -> list[dict]:
+    """What threadpoolctl reports about the loaded BLAS libraries."""
+    from threadpoolctl import threadpool_info
+
+    import numpy  # noqa: F401  (loads the BLAS)
+
+    return [i for i in threadpool_info() if i.get("user_api") == "blas"]
+
+
+def describe() -> dict:
+    """Versions, threading layer and BLAS kernel, for result metadata."""
+    import platform
+
+    import numpy
+    import scipy
+
+    info = blas_info()
+    try:
+        layer = numba.threading_layer()
+    except ValueError:
+        layer = "not yet loaded"
+    return {
+        "python": platform.python_version(),
+        "numpy": numpy.__version__,
+        "scipy": scipy.__version__,
+        "numba": numba.__version__,
+        "numba_threads": numba.get_num_threads(),
+        "numba_threading_layer": layer,
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "blas": [
+            {k: i.get(k) for k in ("internal_api", "version", "architecture", "num_threads")} for i in info
+        ],
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+    }

@@ -1,0 +1,56 @@
+"""Input validation in one place: one rule, one sentence naming the argument and the fix."""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def check_positive_int(value, name: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name}: must be an integer >= {minimum}, got {value!r}")
+    value = int(value)
+    if value < minimum:
+        raise ValueError(f"{name}: must be an integer >= {minimum}, got {value}")
+    return value
+
+
+def check_dtype(dtype, name: str = "dtype") -> np.dtype:
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"{name}: not a NumPy dtype: {dtype!r}; use np.float32 or np.float64") from None
+    if dt not in SUPPORTED_DTYPES:
+        raise TypeError(f"{name}: unsupported dtype {dt}; use np.float32 or np.float64")
+    return dt
+
+
+def check_float_array(X, name: str, ndim: int) -> np.ndarray:
+    """Return ``X`` as an ndarray of float32/float64 with ``ndim`` dimensions.
+
+    Integer and boolean input is converted once to float64 (documented);
+    anything else (complex, object, float16) is rejected.
+    """
+    if not isinstance(X, np.ndarray):
+        X = np.asarray(X)
+    if X.ndim != ndim:
+        what = "a 2-D array of shape (n_samples, n_features)" if ndim == 2 else "a 1-D array of shape (n_samples,)"
+        raise ValueError(f"{name}: expected {what}, got an array with {X.ndim} dimension(s) of shape {X.shape}")
+    if X.dtype in SUPPORTED_DTYPES:
+        return X
+    if X.dtype.kind in "iub":
+        return X.astype(np.float64)
+    raise TypeError(f"{name}: unsupported dtype {X.dtype}; convert to np.float32 or np.float64")
+
+
+def first_nonfinite_row(X: np.ndarray) -> int:
+    """Index of the first row of ``X`` (1-D or 2-D) holding NaN or inf, or -1."""
+    bad = ~np.isfinite(X)
+    if X.ndim == 2:
+        bad = bad.any(axis=1)
+    if not bad.any():
+        return -1
+    return int(np.argmax(bad))

@@ -1,0 +1,184 @@
+"""The hierarchical multi-index model (MODEL.md §1) and its streaming sampler.
+
+``y = Σ_k a_k g_k(<w_k, x>) + √Δ ξ`` with ``x ~ N(0, I_d)``, ``a_k ∝ k^-γ``
+normalised so that ``Σ a_k² = 1`` (package convention), and orthonormal
+directions ``w_k`` (rows of ``W``).
+
+Row ``i`` of the data (its covariates and its label noise) is a function of
+``(seed, i)`` only, so a stream gives the same rows whatever block size,
+block order or thread count reads it, and ``n`` may exceed memory.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+
+from . import _config
+from ._random import fill_normals, stream_key
+from ._validation import check_dtype, check_positive_int
+from .links import Link, combine, resolve_links
+
+DIRECTIONS = ("orthogonal", "gaussian")
+
+
+def coefficients(m_star: int, gamma: float) -> np.ndarray:
+    """``a_k = k^-γ / Z`` with ``Z² = Σ_j j^-2γ`` so that ``Σ a_k² = 1`` (package convention)."""
+    k = np.arange(1, m_star + 1, dtype=np.float64)
+    a = k ** (-float(gamma))
+    return a / np.sqrt(np.sum(a * a))
+
+
+class HMIModel:
+    """Hierarchical multi-index model with a seeded, streaming sampler.
+
+    Parameters
+    ----------
+    d : int
+        Input dimension.
+    m_star : int
+        Number of hidden directions, ``1 <= m_star <= d``.
+    gamma : float
+        Decay exponent of the coefficients, ``a_k ∝ k^-γ``.
+    link : str, callable or sequence
+        Link function(s) g_k: ``"he2"``, ``"he2_he4"``, ``"abs"``, ``"relu"``,
+        a callable, or one per direction.
+    noise : float
+        Label noise variance Δ ≥ 0.
+    seed : int
+        Seeds both the directions and the data stream.
+    directions : {"orthogonal", "gaussian"}
+        ``"orthogonal"``: orthonormal rows (QR of a Gaussian matrix).
+        ``"gaussian"``: i.i.d. N(0, 1/d) entries, so ``||w_k|| ≈ 1``.
+
+    Attributes
+    ----------
+    W : ndarray of shape (m_star, d)
+    a : ndarray of shape (m_star,)
+    links : tuple of Link
+
+    Examples
+    --------
+    >>> from hmi_fast import HMIModel
+    >>> model = HMIModel(d=50, m_star=3, gamma=1.3, seed=1)
+    >>> X, y = model.sample(100)
+    >>> X.shape, y.shape
+    ((100, 50), (100,))
+    """
+
+    def __init__(self, d, m_star, gamma, link="he2_he4", noise=0.0, seed=0, directions="orthogonal"):
+        self.d = check_positive_int(d, "d")
+        self.m_star = check_positive_int(m_star, "m_star")
+        if self.m_star > self.d:
+            raise ValueError(f"m_star: must be at most d={self.d}, got {self.m_star}")
+        gamma = float(gamma)
+        if not np.isfinite(gamma):
+            raise ValueError(f"gamma: must be a finite number, got {gamma}")
+        self.gamma = gamma
+        noise = float(noise)
+        if not (np.isfinite(noise) and noise >= 0):
+            raise ValueError(f"noise: the variance Δ must be finite and >= 0, got {noise}")
+        self.noise = noise
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed: must be a non-negative integer, got {seed!r}")
+        self.seed = int(seed)
+        if directions not in DIRECTIONS:
+            raise ValueError(f"directions: must be one of {DIRECTIONS}, got {directions!r}")
+        self.directions = directions
+        self.links: tuple[Link, ...] = resolve_links(link, self.m_star)
+        self.link = link
+        self.a = coefficients(self.m_star, gamma)
+        self.W = self._make_directions()
+        self._key = stream_key(self.seed)
+
+    def _make_directions(self) -> np.ndarray:
+        rng = np.random.default_rng([self.seed, 0x57])
+        G = rng.standard_normal((self.d, self.m_star))
+        if self.directions == "gaussian":
+            return np.ascontiguousarray(G.T / np.sqrt(self.d))
+        Q, R = np.linalg.qr(G)
+        Q *= np.sign(np.diag(R))  # unique QR: a deterministic function of G
+        return np.ascontiguousarray(Q.T)
+
+    def __repr__(self) -> str:
+        return (
+            f"HMIModel(d={self.d}, m_star={self.m_star}, gamma={self.gamma}, link={self.link!r}, "
+            f"noise={self.noise}, seed={self.seed}, directions={self.directions!r})"
+        )
+
+    # ------------------------------------------------------------------ data
+    def target(self, X: np.ndarray) -> np.ndarray:
+        """Noise-free target ``f*(x) = Σ_k a_k g_k(<w_k, x>)`` for the rows of ``X``."""
+        X = np.asarray(X)
+        if X.ndim != 2 or X.shape[1] != self.d:
+            raise ValueError(f"X: expected shape (n, {self.d}), got {X.shape}")
+        return combine(self.links, self.a, self.preactivations(X))
+
+    def preactivations(self, X: np.ndarray) -> np.ndarray:
+        """``Z = X Wᵀ`` (n × m*), in float64."""
+        W = self.W if X.dtype == np.float64 else self.W.astype(X.dtype)
+        return np.asarray(X @ W.T, dtype=np.float64)
+
+    def rows(self, start: int, stop: int, dtype=np.float64, out=None):
+        """Rows ``start .. stop`` of the data stream, as ``(X, y)``.
+
+        ``out`` may be a preallocated C-contiguous array of shape
+        ``(stop - start, d)`` and the requested dtype; it is filled and returned.
+        """
+        dtype = check_dtype(dtype, "dtype")
+        n = stop - start
+        if start < 0 or n < 0:
+            raise ValueError(f"rows: need 0 <= start <= stop, got start={start}, stop={stop}")
+        if out is None:
+            X = np.empty((n, self.d), dtype=dtype)
+        else:
+            if out.shape != (n, self.d) or out.dtype != dtype or not out.flags.c_contiguous:
+                raise ValueError(f"out: expected a C-contiguous {np.dtype(dtype).name} array of shape {(n, self.d)}")
+            X = out
+        xi = np.empty((n, 1), dtype=np.float64)
+        fill_normals(self._key, start, X, xi)
+        y = combine(self.links, self.a, self.preactivations(X))
+        if self.noise > 0:
+            y += np.sqrt(self.noise) * xi[:, 0]
+        return X, y.astype(dtype, copy=False)
+
+    def sample(self, n: int, dtype=np.float64):
+        """The first ``n`` rows of the stream, in memory: ``(X, y)``."""
+        n = check_positive_int(n, "n")
+        return self.rows(0, n, dtype=dtype)
+
+    def stream(self, n: int, block_size: int | None = None, dtype=np.float64, start: int = 0) -> Iterator:
+        """Yield ``(X_block, y_block)`` covering rows ``start .. start + n``.
+
+        The blocks reuse one buffer: copy ``X_block`` if you keep it past the
+        next iteration.
+        """
+        n = check_positive_int(n, "n")
+        bs = _config.BLOCK_SIZE if block_size is None else check_positive_int(block_size, "block_size")
+        dtype = check_dtype(dtype, "dtype")
+        return _ModelStream(self, start, n, bs, dtype)
+
+
+class _ModelStream:
+    """Iterator over a model's rows; also tells the engine its length and width."""
+
+    def __init__(self, model: HMIModel, start: int, n: int, block_size: int, dtype):
+        self.model = model
+        self.start = start
+        self.n = n
+        self.block_size = block_size
+        self.dtype = dtype
+        self.d = model.d
+
+    def __len__(self) -> int:
+        return -(-self.n // self.block_size)
+
+    def __iter__(self):
+        buf = np.empty((min(self.block_size, self.n), self.d), dtype=self.dtype)
+        row = self.start
+        end = self.start + self.n
+        while row < end:
+            b = min(self.block_size, end - row)
+            yield self.model.rows(row, row + b, dtype=self.dtype, out=buf[:b])
+            row += b
