@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import numba
 from numba import prange, uint64, int64
 
 from ._config import jit
@@ -138,13 +139,18 @@ def _mix_py(z: int) -> int:
 
 
 @jit(parallel=True)
-def _fill_rows(key, row0, X, extra, zx, zr):
-    """Fill X[i, :] and then extra[i, :] with the normals of row ``row0 + i``."""
+def _fill_rows(key, row0, X, head, extra, zx, zr):
+    """Row ``row0 + i``: X[i, :] then extra[i, :]; head[i, :h] is a float64 copy of X[i, :h]."""
     n, d = X.shape
+    h = head.shape[1]
     m = extra.shape[1]
     for i in prange(n):
         state = _row_state(key, row0 + i)
-        for j in range(d):
+        for j in range(h):
+            state, v = _normal(state, zx, zr)
+            X[i, j] = v
+            head[i, j] = v
+        for j in range(h, d):
             state, v = _normal(state, zx, zr)
             X[i, j] = v
         for j in range(m):
@@ -152,14 +158,17 @@ def _fill_rows(key, row0, X, extra, zx, zr):
             extra[i, j] = v
 
 
-def fill_normals(seed_key: np.uint64, row0: int, X: np.ndarray, extra: np.ndarray) -> None:
+def fill_normals(seed_key: np.uint64, row0: int, X: np.ndarray, extra: np.ndarray, head: np.ndarray | None = None) -> None:
     """Write the stream's rows ``row0 .. row0 + len(X)`` into ``X`` (then ``extra``) in place.
 
     ``X`` is C-contiguous float32 or float64; ``extra`` is a float64 array
     with the same number of rows (per-row draws that follow the covariates,
-    such as label noise).
+    such as label noise); ``head`` (optional, float64, same rows) receives the
+    first ``head.shape[1]`` entries of each row before any rounding to X's dtype.
     """
-    _fill_rows(seed_key, np.int64(row0), X, extra, ZIG_X, ZIG_R)
+    if head is None:
+        head = np.empty((X.shape[0], 0))
+    _fill_rows(seed_key, np.int64(row0), X, head, extra, ZIG_X, ZIG_R)
 
 
 def normals(seed: int, row0: int, n: int, d: int, dtype=np.float64) -> np.ndarray:

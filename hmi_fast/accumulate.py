@@ -54,18 +54,17 @@ def _pack_rows(X, w, dest, buf, nt):
         hi = min(n, lo + chunk)
         for i in range(lo, hi):
             r = dest[i]
-            chk = 0.0
+            nonfinite = False
             if r < 0:
                 for j in range(d):
-                    v = X[i, j]
-                    chk += v - v
+                    nonfinite |= not np.isfinite(X[i, j])
             else:
                 s = np.sqrt(abs(w[i]))
                 for j in range(d):
                     v = X[i, j]
-                    chk += v - v
+                    nonfinite |= not np.isfinite(v)
                     buf[r, j] = v * s
-            if chk != 0.0 or chk != chk:
+            if nonfinite:
                 if i < bad[t]:
                     bad[t] = i
     first = bad.min()
@@ -87,7 +86,7 @@ def _pack_cols(X, w, dest, buf, nt):
         for j in range(lo, hi):
             for i in range(n):
                 v = X[i, j]
-                if v - v != 0.0:
+                if not np.isfinite(v):
                     if i < bad[t]:
                         bad[t] = i
                 r = dest[i]

@@ -27,7 +27,7 @@ def _one_pass(source, y, *, checkpoints, preprocess, center, block_size, dtype, 
     """Yield ``(n_j, T_j)`` at each checkpoint; with ``checkpoints=None``, once at the end."""
     bs = _config.BLOCK_SIZE if block_size is None else check_positive_int(block_size, "block_size")
     compute = None if dtype is None else check_dtype(dtype)
-    blocks, d, n_total, src_dtype = open_source(source, y, n=n, block_size=bs, dtype=compute)
+    blocks, d, n_total, src_dtype, post = open_source(source, y, n=n, block_size=bs, dtype=compute)
     cps = None if checkpoints is None else _check_checkpoints(checkpoints, n_total)
     compute = compute if compute is not None else src_dtype
     acc = None
@@ -41,7 +41,7 @@ def _one_pass(source, y, *, checkpoints, preprocess, center, block_size, dtype, 
             if cut > lo:
                 acc.update(Xb[lo:cut], yb[lo:cut])
             lo = cut
-            yield cps[k], acc.finalize()
+            yield cps[k], post(acc.finalize())
             k += 1
         if cps is not None and k == len(cps):
             return
@@ -50,7 +50,7 @@ def _one_pass(source, y, *, checkpoints, preprocess, center, block_size, dtype, 
     if acc is None or acc.n == 0:
         raise ValueError("X: has no rows; T needs at least one sample")
     if cps is None:
-        yield acc.n, acc.finalize()
+        yield acc.n, post(acc.finalize())
     elif k < len(cps):
         raise ValueError(f"checkpoints: the data ended after {acc.n} rows, before checkpoint {cps[k]}")
 

@@ -16,6 +16,10 @@ from typing import Iterator
 import numpy as np
 
 from . import _config
+from numba import prange
+from scipy.linalg import lapack
+
+from ._config import jit
 from ._random import fill_normals, stream_key
 from ._validation import check_dtype, check_positive_int
 from .links import Link, combine, resolve_links
@@ -93,13 +97,41 @@ class HMIModel:
         self._key = stream_key(self.seed)
 
     def _make_directions(self) -> np.ndarray:
+        """W from the Householder QR of a seeded Gaussian d×m* matrix G = Q R.
+
+        Q = H_1 ⋯ H_m* = I − V S Vᵀ (compact WY form) is kept: the stream draws
+        latent rows g ~ N(0, I) and sets x = Q g, so that ``z = W x`` is
+        ``g[:m*]`` for orthonormal W (``Rᵀ g[:m*] / √d`` for Gaussian W) with no
+        projection per row, and T of the x-rows is Q T_g Qᵀ.
+        """
         rng = np.random.default_rng([self.seed, 0x57])
         G = rng.standard_normal((self.d, self.m_star))
+        qr, tau, _, info = lapack.dgeqrf(G)
+        m = self.m_star
+        V = np.tril(qr[:, :m], -1)
+        V[np.arange(m), np.arange(m)] = 1.0
+        S = np.zeros((m, m))
+        for j in range(m):  # larft, forward columnwise: S[:j, j] = -tau_j S[:j, :j] V[:, :j]ᵀ v_j
+            S[:j, j] = -tau[j] * (S[:j, :j] @ (V[:, :j].T @ V[:, j]))
+            S[j, j] = tau[j]
+        self._V = np.ascontiguousarray(V)
+        self._S = S
+        R = np.triu(qr[:m, :m])
+        Qm = np.eye(self.d, m) - V @ (S @ V[:m].T)  # first m* columns of Q
         if self.directions == "gaussian":
+            self._Mz = np.ascontiguousarray(R.T / np.sqrt(self.d))  # z = Mz g[:m]
             return np.ascontiguousarray(G.T / np.sqrt(self.d))
-        Q, R = np.linalg.qr(G)
-        Q *= np.sign(np.diag(R))  # unique QR: a deterministic function of G
-        return np.ascontiguousarray(Q.T)
+        self._Mz = None
+        return np.ascontiguousarray(Qm.T)
+
+    def rotate(self, A: np.ndarray) -> np.ndarray:
+        """``Q A Qᵀ`` for a symmetric d×d matrix A of latent-frame second moments."""
+        V, S = self._V, self._S
+        AV = A @ V
+        VtAV = V.T @ AV
+        B = AV @ S.T  # A V Sᵀ
+        out = A - V @ (S @ AV.T) - B @ V.T + V @ (S @ VtAV @ S.T) @ V.T
+        return 0.5 * (out + out.T)
 
     def __repr__(self) -> str:
         return (
@@ -123,6 +155,10 @@ class HMIModel:
     def rows(self, start: int, stop: int, dtype=np.float64, out=None):
         """Rows ``start .. stop`` of the data stream, as ``(X, y)``.
 
+        Labels are computed from the float64 covariates before any rounding
+        to ``dtype``, with a fixed summation order: every row is the same
+        whatever block size or thread count produced it.
+
         ``out`` may be a preallocated C-contiguous array of shape
         ``(stop - start, d)`` and the requested dtype; it is filled and returned.
         """
@@ -136,12 +172,28 @@ class HMIModel:
             if out.shape != (n, self.d) or out.dtype != dtype or not out.flags.c_contiguous:
                 raise ValueError(f"out: expected a C-contiguous {np.dtype(dtype).name} array of shape {(n, self.d)}")
             X = out
+        G, y = self.latent_rows(start, stop)
+        _rotate_rows(G, self._V, self._S, X)
+        return X, y.astype(dtype, copy=False)
+
+    def latent_rows(self, start: int, stop: int, out=None):
+        """Latent rows ``g`` (``x = Q g``) of rows ``start .. stop`` and their labels.
+
+        ``out`` (optional) is a C-contiguous float32/float64 array of shape
+        ``(stop - start, d)`` to fill. Labels are float64, computed from the
+        float64 draws whatever ``out``'s dtype.
+        """
+        n = stop - start
+        G = np.empty((n, self.d), dtype=np.float64) if out is None else out
         xi = np.empty((n, 1), dtype=np.float64)
-        fill_normals(self._key, start, X, xi)
-        y = combine(self.links, self.a, self.preactivations(X))
+        Z = np.empty((n, self.m_star), dtype=np.float64)
+        fill_normals(self._key, start, G, xi, head=Z)
+        if self._Mz is not None:
+            Z = _small_matmul(Z, self._Mz)
+        y = combine(self.links, self.a, Z)
         if self.noise > 0:
             y += np.sqrt(self.noise) * xi[:, 0]
-        return X, y.astype(dtype, copy=False)
+        return G, y
 
     def sample(self, n: int, dtype=np.float64):
         """The first ``n`` rows of the stream, in memory: ``(X, y)``."""
@@ -182,3 +234,41 @@ class _ModelStream:
             b = min(self.block_size, end - row)
             yield self.model.rows(row, row + b, dtype=self.dtype, out=buf[:b])
             row += b
+
+
+@jit(parallel=True)
+def _rotate_rows(G, V, S, X):
+    """X[i] = Q G[i] with Q = I − V S Vᵀ (fixed summation order per row)."""
+    n, d = G.shape
+    m = V.shape[1]
+    for i in prange(n):
+        s = np.zeros(m)
+        for j in range(d):
+            g = G[i, j]
+            for k in range(m):
+                s[k] += V[j, k] * g
+        u = np.zeros(m)
+        for k in range(m):
+            acc = 0.0
+            for l in range(k, m):
+                acc += S[k, l] * s[l]
+            u[k] = acc
+        for j in range(d):
+            acc = G[i, j]
+            for k in range(m):
+                acc -= V[j, k] * u[k]
+            X[i, j] = acc
+
+
+@jit()
+def _small_matmul(Z, M):
+    """Z Mᵀ with a fixed summation order (M is m×m)."""
+    n, m = Z.shape
+    out = np.empty((n, m))
+    for i in range(n):
+        for k in range(m):
+            acc = 0.0
+            for l in range(m):
+                acc += M[k, l] * Z[i, l]
+            out[i, k] = acc
+    return out

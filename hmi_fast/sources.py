@@ -130,10 +130,12 @@ def _iterable_blocks(source, n) -> Iterator:
 
 
 def open_source(source, y=None, *, n=None, block_size: int, dtype=None):
-    """Resolve ``source`` into ``(blocks, d, n_total, dtype)``.
+    """Resolve ``source`` into ``(blocks, d, n_total, dtype, post)``.
 
     ``n_total`` is ``None`` for iterables of unknown length; ``dtype`` is the
-    source's own dtype where it has one (``None`` otherwise).
+    source's own dtype where it has one (``None`` otherwise). ``post`` maps
+    the accumulated matrix to T: the identity, except for a model, whose
+    blocks are latent rows g (x = Q g) and whose T is therefore Q T_g Qᵀ.
     """
     if n is not None:
         n = check_positive_int(n, "n")
@@ -143,8 +145,7 @@ def open_source(source, y=None, *, n=None, block_size: int, dtype=None):
         if n is None:
             raise ValueError("n: required when the source is an HMIModel (how many rows to stream)")
         dt = np.dtype(np.float64 if dtype is None else dtype)
-        stream = source.stream(n, block_size=block_size, dtype=dt)
-        return _model_blocks(stream), source.d, n, dt
+        return _model_latent_blocks(source, n, block_size, dt), source.d, n, dt, source.rotate
     if isinstance(source, (str, os.PathLike)):
         if y is None:
             raise ValueError("y: required when X is a file path; pass the labels as an array or a .npy path")
@@ -156,7 +157,7 @@ def open_source(source, y=None, *, n=None, block_size: int, dtype=None):
         _check_nonempty(total, shape[1])
         f, _, dt, _, _ = _open_npy(source, "X")
         f.close()
-        return _npy_blocks(source, y, total, block_size), shape[1], total, dt
+        return _npy_blocks(source, y, total, block_size), shape[1], total, dt, _identity
     if isinstance(source, np.ndarray) or hasattr(source, "__array__") and not hasattr(source, "__next__"):
         if y is None:
             raise ValueError("y: required when X is an array; pass the labels (one per row of X)")
@@ -164,23 +165,28 @@ def open_source(source, y=None, *, n=None, block_size: int, dtype=None):
         y = _load_labels(y, X.shape[0])
         total = _check_n(n, X.shape[0])
         _check_nonempty(total, X.shape[1])
-        return _array_blocks(X, y, total, block_size), X.shape[1], total, X.dtype
+        return _array_blocks(X, y, total, block_size), X.shape[1], total, X.dtype, _identity
     if hasattr(source, "__iter__"):
         if y is not None:
             raise ValueError("y: must be None when the source is an iterable of (X_block, y_block) pairs")
         d = getattr(source, "d", None)
-        return _iterable_blocks(source, n), d, n, getattr(source, "dtype", None)
+        return _iterable_blocks(source, n), d, n, getattr(source, "dtype", None), _identity
     raise TypeError(
         f"source: unsupported type {type(source).__name__}; pass an array, a np.memmap, a .npy path, "
         "an iterable of (X_block, y_block) pairs, or an HMIModel"
     )
 
 
-def _model_blocks(stream):
-    row = 0
-    for Xb, yb in stream:
-        yield Xb, yb, row
-        row += Xb.shape[0]
+def _model_latent_blocks(model, n, block_size, dtype):
+    buf = np.empty((min(block_size, n), model.d), dtype=dtype)
+    for lo in range(0, n, block_size):
+        hi = min(n, lo + block_size)
+        G, yb = model.latent_rows(lo, hi, out=buf[: hi - lo])
+        yield G, yb, lo
+
+
+def _identity(T):
+    return T
 
 
 def _check_n(n, rows):

@@ -1,0 +1,893 @@
+"""Dimension-free predictions of the spectral method (MODEL.md §3 and §6).
+
+Everything here is an expectation over the m* i.i.d. N(0, 1) pre-activations
+``z_k`` and the label noise ``ξ`` (``y = Σ_k a_k g_k(z_k) + √Δ ξ``); d never
+enters. The population quantities
+
+* ``μ_τ = E τ(y)``, ``E τ(y)²``, ``Var τ(y)``,
+* spike strengths ``θ_k = E[τ(y) He₂(z_k)]``,
+
+are computed once per (model, τ, n_samples, seed) and cached:
+
+* m* = 1: composite Gauss–Legendre quadrature over z (and ξ when Δ > 0);
+  the reported error is ``|Q_h − Q_2h|`` between two resolutions.
+* m* > 1: Monte Carlo with the package's counter-based normal stream
+  (fixed seed, ``n_samples`` rows in batches, memory O(batch · m*)).
+  ``θ_k`` uses the control variate ``τ(y − a_k g_k(z_k)) He₂(z_k)``, whose
+  mean is exactly 0 (the argument is independent of z_k), so the error of
+  θ_k scales with a_k instead of staying O(1). Standard errors of every
+  reported quantity, ratios included, come from the jackknife over batches.
+
+Everything else (thresholds, spectrum predictions, MSE curves) is a closed
+form in these numbers. The optimal preprocessing τ* (the score of the law of
+y) is tabulated on a grid from a binned Gaussian-kernel density; see
+:func:`optimal_preprocessing`. ``docs/theory.md`` states the mathematics.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import numbers
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+from numba import prange
+from scipy.ndimage import convolve1d
+
+from ._config import jit
+from ._random import fill_normals, stream_key
+from ._validation import check_positive_int
+from .links import Link, _builtin_link, combine
+from .preprocess import Preprocess, _builtin_tau, resolve_preprocess
+
+DEFAULT_N_SAMPLES = 2_000_000
+MIN_N_SAMPLES = 1000
+#: most grid points of the tabulated τ*
+MAX_GRID = 1 << 16
+#: default kernel variance for τ* when the model has little or no label noise
+DEFAULT_SMOOTHING = 1e-2
+_STREAM_SALT = np.uint64(0x7E0C0FFEE)  # theory streams differ from the data stream of the same seed
+_MAX_BATCH_ROWS = 1 << 16
+_QUAD_L = 12.0  # z, ξ integrated over [−L, L]; φ(12) ≈ 5e-32
+
+
+# ---------------------------------------------------------------- kernels
+
+
+@jit(inline="always")
+def _interp1(x, lo, step, values):
+    """Linear interpolation on the uniform grid lo + j·step, flat outside (like np.interp)."""
+    g = values.shape[0]
+    s = (x - lo) / step
+    if s <= 0.0:
+        return values[0]
+    if s >= g - 1:
+        return values[g - 1]
+    if not s == s:
+        return np.nan
+    j = int(s)
+    r = s - j
+    return (1.0 - r) * values[j] + r * values[j + 1]
+
+
+@jit(inline="always")
+def _tau(kind, code, param, lo, step, values, y):
+    """τ(y): a built-in (kind 0) or a tabulated function (kind 1)."""
+    if kind == 0:
+        return _builtin_tau(code, param, y)
+    return _interp1(y, lo, step, values)
+
+
+@jit(parallel=True)
+def _sums_fused(z, xi, codes, a, sd, kind, code, param, lo, step, values, partial):
+    """partial[t] += Σ_rows [τ, τ², (τ(y) − τ(y − a_k g_k)) He₂(z_k) for each k], per thread."""
+    n, m = z.shape
+    nt = partial.shape[0]
+    chunk = (n + nt - 1) // nt
+    for t in prange(nt):
+        lo_i = t * chunk
+        hi_i = min(n, lo_i + chunk)
+        for i in range(lo_i, hi_i):
+            f = 0.0
+            for k in range(m):
+                f += a[k] * _builtin_link(codes[k], z[i, k])
+            y = f + sd * xi[i]
+            ty = _tau(kind, code, param, lo, step, values, y)
+            partial[t, 0] += ty
+            partial[t, 1] += ty * ty
+            for k in range(m):
+                zk = z[i, k]
+                rest = y - a[k] * _builtin_link(codes[k], zk)
+                partial[t, 2 + k] += (ty - _tau(kind, code, param, lo, step, values, rest)) * (zk * zk - 1.0)
+
+
+@jit(parallel=True)
+def _builtin_link_matrix(z, codes, out):
+    """out[i, k] = g_{codes[k]}(z[i, k]) for the columns with codes[k] >= 0."""
+    n, m = z.shape
+    for i in prange(n):
+        for k in range(m):
+            if codes[k] >= 0:
+                out[i, k] = _builtin_link(codes[k], z[i, k])
+
+
+@jit()
+def _map_jitted(f, x, out):
+    for i in range(x.shape[0]):
+        out[i] = f(x[i])
+
+
+@jit(parallel=True)
+def _interp_uniform(x, lo, step, values, out):
+    for i in prange(x.shape[0]):
+        out[i] = _interp1(x[i], lo, step, values)
+
+
+@jit()
+def _linear_bin(f, z, lo, h, out):
+    """Linear binning of the weights [1, He₂(z_1), …, He₂(z_m)] of each row at position f."""
+    n, m = z.shape
+    g = out.shape[0]
+    for i in range(n):
+        s = (f[i] - lo) / h
+        j = min(max(int(s), 0), g - 2)
+        r = min(max(s - j, 0.0), 1.0)
+        out[j, 0] += 1.0 - r
+        out[j + 1, 0] += r
+        for k in range(m):
+            w = z[i, k] * z[i, k] - 1.0
+            out[j, 1 + k] += (1.0 - r) * w
+            out[j + 1, 1 + k] += r * w
+
+
+# ---------------------------------------------------------------- evaluation helpers
+
+
+def _eval_tau(tau: Preprocess, y: np.ndarray) -> np.ndarray:
+    if tau.is_builtin:
+        return tau(y)
+    y = np.ascontiguousarray(y, dtype=np.float64)
+    if tau.is_jitted:
+        out = np.empty_like(y)
+        _map_jitted(tau.func, y, out)
+        return out
+    out = np.asarray(tau.func(y), dtype=np.float64)
+    if out.shape != y.shape:
+        raise ValueError(
+            f"preprocess: {tau.name!r} returned shape {out.shape} for labels of shape {y.shape}; "
+            "it must act elementwise"
+        )
+    return out
+
+
+def _link_matrix(links: tuple[Link, ...], z: np.ndarray) -> np.ndarray:
+    """G[i, k] = g_k(z[i, k])."""
+    G = np.empty_like(z)
+    codes = np.array([lk.code if lk.is_builtin else -1 for lk in links], dtype=np.int64)
+    if (codes >= 0).any():
+        _builtin_link_matrix(z, codes, G)
+    for k, lk in enumerate(links):
+        if lk.is_builtin:
+            continue
+        col = np.ascontiguousarray(z[:, k])
+        if lk.is_jitted:
+            out = np.empty_like(col)
+            _map_jitted(lk.func, col, out)
+            G[:, k] = out
+        else:
+            G[:, k] = lk(col)
+    return G
+
+
+def _batches(n: int) -> list[tuple[int, int]]:
+    """Row ranges of the batches: at least 10, at most 64 unless a batch would exceed 2¹⁶ rows."""
+    nb = max(min(64, n // 1000), 10, -(-n // _MAX_BATCH_ROWS))
+    edges = np.linspace(0, n, nb + 1).astype(np.int64)
+    return [(int(lo), int(hi)) for lo, hi in zip(edges[:-1], edges[1:])]
+
+
+def _normals(key, lo: int, hi: int, m: int):
+    z = np.empty((hi - lo, m))
+    xi = np.empty((hi - lo, 1))
+    fill_normals(key, lo, z, xi)
+    return z, xi[:, 0]
+
+
+def _key(seed: int) -> np.uint64:
+    return np.uint64(stream_key(seed) ^ _STREAM_SALT)
+
+
+@functools.lru_cache(maxsize=8)
+def _gl_rule(panels: int, order: int = 8):
+    """Composite Gauss–Legendre nodes and N(0, 1)-density weights on [−L, L] (0 is a panel edge)."""
+    x, w = np.polynomial.legendre.leggauss(order)
+    edges = np.linspace(-_QUAD_L, _QUAD_L, panels + 1)
+    half = 0.5 * np.diff(edges)
+    mid = 0.5 * (edges[1:] + edges[:-1])
+    nodes = (mid[:, None] + half[:, None] * x).ravel()
+    weights = (half[:, None] * w).ravel() * np.exp(-0.5 * nodes**2) / math.sqrt(2 * math.pi)
+    _readonly(nodes, weights)
+    return nodes, weights
+
+
+# ---------------------------------------------------------------- population quantities
+
+
+@dataclass(frozen=True)
+class _Population:
+    """Replicates of v = [μ_τ, E τ², θ_1, …, θ_m] and how to turn them into errors."""
+
+    full: np.ndarray  # (2 + m,)
+    reps: np.ndarray  # jackknife leave-one-batch-out values, or the coarse quadrature
+    method: str  # "monte_carlo" or "quadrature"
+    n_samples: int
+
+    def estimate(self, fn):
+        """(value, standard error) of fn(v); fn acts on the last axis."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            value = np.asarray(fn(self.full), dtype=np.float64)
+            rep = np.asarray(fn(self.reps), dtype=np.float64)
+            if self.method == "quadrature":
+                se = np.abs(value - rep[0])
+            else:
+                b = rep.shape[0]
+                se = np.sqrt((b - 1) / b * np.sum((rep - rep.mean(axis=0)) ** 2, axis=0))
+        return value, se
+
+
+def _monte_carlo(links, a, noise, tau, n, seed) -> _Population:
+    m = len(links)
+    key = _key(seed)
+    sd = math.sqrt(noise)
+    tabulated = isinstance(tau.func, TabulatedFunction)
+    fused = (tau.is_builtin or tabulated) and all(lk.is_builtin for lk in links)
+    codes = np.array([lk.code for lk in links], dtype=np.int64)
+    table = (tau.func.lo, tau.func.step, tau.func.values) if tabulated else (0.0, 1.0, np.zeros(1))
+    ranges = _batches(n)
+    sums = np.zeros((len(ranges), 2 + m))
+    for b, (lo, hi) in enumerate(ranges):
+        z, xi = _normals(key, lo, hi, m)
+        if fused:
+            partial = np.zeros((numba.get_num_threads(), 2 + m))
+            _sums_fused(z, xi, codes, a, sd, int(tabulated), tau.code, float(tau.param), *table, partial)
+            sums[b] = partial.sum(axis=0)
+            continue
+        G = _link_matrix(links, z)
+        y = G @ a + sd * xi
+        t = _eval_tau(tau, y)
+        rest = _eval_tau(tau, (y[:, None] - G * a).ravel()).reshape(G.shape)
+        sums[b, 0] = t.sum()
+        sums[b, 1] = t @ t
+        sums[b, 2:] = np.einsum("ik,ik->k", t[:, None] - rest, z * z - 1.0)
+    counts = np.array([hi - lo for lo, hi in ranges], dtype=np.float64)
+    total = sums.sum(axis=0)
+    reps = (total - sums) / (n - counts)[:, None]
+    return _Population(total / n, reps, "monte_carlo", n)
+
+
+def _quadrature(links, a, noise, tau) -> _Population:
+    """m* = 1: composite Gauss–Legendre over z (⊗ ξ when Δ > 0), at two resolutions."""
+    out = []
+    for scale in (2, 1):  # fine first
+        panels_z = (1024 if noise > 0 else 4096) * scale // 2
+        z, wz = _gl_rule(panels_z)
+        f = a[0] * _link_matrix(links, z[:, None])[:, 0]
+        he2 = z * z - 1.0
+        if noise == 0:
+            t = _eval_tau(tau, f)
+            out.append([wz @ t, wz @ (t * t), wz @ (t * he2)])
+            continue
+        xi, wx = _gl_rule(256 * scale // 2)
+        acc = np.zeros(3)
+        for s in range(0, z.size, 256):
+            t = _eval_tau(tau, (f[s : s + 256, None] + math.sqrt(noise) * xi).ravel()).reshape(-1, xi.size)
+            m1, m2 = t @ wx, (t * t) @ wx
+            ws = wz[s : s + 256]
+            acc += [ws @ m1, ws @ m2, ws @ (m1 * he2[s : s + 256])]
+        out.append(acc)
+    vals = np.asarray(out)
+    return _Population(vals[0], vals[1:], "quadrature", 0)
+
+
+@functools.lru_cache(maxsize=32)
+def _population_cached(links, a_bytes, noise, tau, n, seed) -> _Population:
+    a = np.frombuffer(a_bytes, dtype=np.float64).copy()
+    pop = _quadrature(links, a, noise, tau) if len(links) == 1 else _monte_carlo(links, a, noise, tau, n, seed)
+    if not (np.isfinite(pop.full).all() and np.isfinite(pop.reps).all()):
+        raise ValueError(
+            f"preprocess: {tau.name!r} gave non-finite values on this model's labels; "
+            "it must map every finite label to a finite weight"
+        )
+    for arr in (pop.full, pop.reps):
+        arr.setflags(write=False)
+    return pop
+
+
+def _population(model, preprocess, n_samples, seed, noise=None):
+    _check_model(model)
+    tau = resolve_preprocess(preprocess)
+    n = check_positive_int(n_samples, "n_samples", minimum=MIN_N_SAMPLES)
+    seed = _check_seed(seed)
+    a = np.ascontiguousarray(model.a, dtype=np.float64)
+    noise = float(model.noise if noise is None else noise)
+    return _population_cached(tuple(model.links), a.tobytes(), noise, tau, n, seed), tau
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _check_model(model) -> None:
+    if not all(hasattr(model, name) for name in ("a", "links", "noise", "m_star")):
+        raise TypeError(f"model: expected an HMIModel, got {type(model).__name__}")
+
+
+def _check_seed(seed) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"seed: must be a non-negative integer, got {seed!r}")
+    return int(seed)
+
+
+def _check_centred(centred) -> bool:
+    if not isinstance(centred, (bool, np.bool_)):
+        raise TypeError(f"centred: must be True or False, got {centred!r}")
+    return bool(centred)
+
+
+def _check_alpha(alpha, name: str = "alpha") -> np.ndarray:
+    try:
+        arr = np.asarray(alpha, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name}: must be a positive number or a 1-D array of them, got {alpha!r}") from None
+    if arr.ndim > 1 or arr.size == 0:
+        raise ValueError(f"{name}: must be a positive number or a non-empty 1-D array, got shape {arr.shape}")
+    if not (np.isfinite(arr).all() and (arr > 0).all()):
+        raise ValueError(f"{name}: every sample ratio α = n/d must be finite and > 0, got {alpha!r}")
+    return arr
+
+
+def _readonly(*arrays):
+    for x in arrays:
+        if isinstance(x, np.ndarray):
+            x.setflags(write=False)
+
+
+# ---------------------------------------------------------------- public API: population
+
+
+@dataclass(frozen=True)
+class Moments:
+    """``μ_τ = E τ(y)``, ``E τ(y)²`` and ``Var τ(y)`` with standard errors."""
+
+    mean: float
+    mean_se: float
+    second_moment: float
+    second_moment_se: float
+    variance: float
+    variance_se: float
+    preprocess: str
+    method: str
+    n_samples: int
+
+
+@dataclass(frozen=True)
+class SpikeStrengths:
+    """``θ_k = E[τ(y) He₂(z_k)]`` (shape (m*,)) with standard errors."""
+
+    theta: np.ndarray
+    theta_se: np.ndarray
+    preprocess: str
+    method: str
+    n_samples: int
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """k-critical thresholds ``α_k = noise / θ_k²`` (inf where θ_k = 0).
+
+    ``noise`` is ``E τ²`` or, with ``centred``, ``Var τ``.
+    """
+
+    alpha: np.ndarray
+    alpha_se: np.ndarray
+    theta: np.ndarray
+    noise: float
+    centred: bool
+    preprocess: str
+
+
+def moments(model, preprocess="saturating", *, n_samples: int = DEFAULT_N_SAMPLES, seed: int = 0) -> Moments:
+    """Moments of the weights τ(y) under the model.
+
+    Parameters
+    ----------
+    model : HMIModel
+        Only ``a``, ``links`` and ``noise`` are used (d never enters).
+    preprocess : str, tuple or callable
+        τ, anything :func:`~hmi_fast.preprocess.resolve_preprocess` accepts.
+    n_samples : int
+        Monte Carlo size (>= 1000) for m* > 1; m* = 1 uses quadrature.
+    seed : int
+        Seed of the Monte Carlo stream.
+
+    Returns
+    -------
+    Moments
+
+    Examples
+    --------
+    >>> from hmi_fast import HMIModel
+    >>> from hmi_fast.theory import moments
+    >>> mo = moments(HMIModel(d=10, m_star=2, gamma=1.0, link="he2", noise=0.5), "identity", n_samples=20_000)
+    >>> abs(mo.second_moment - 1.5) < 5 * mo.second_moment_se + 1e-12
+    True
+    """
+    pop, tau = _population(model, preprocess, n_samples, seed)
+    mu, mu_se = pop.estimate(lambda v: v[..., 0])
+    s2, s2_se = pop.estimate(lambda v: v[..., 1])
+    var, var_se = pop.estimate(lambda v: v[..., 1] - v[..., 0] ** 2)
+    return Moments(float(mu), float(mu_se), float(s2), float(s2_se), float(var), float(var_se),
+                   tau.name, pop.method, pop.n_samples)
+
+
+def spike_strengths(model, preprocess="saturating", *, n_samples: int = DEFAULT_N_SAMPLES,
+                    seed: int = 0) -> SpikeStrengths:
+    """Spike strengths ``θ_k = E[τ(y) He₂(z_k)]``, k = 1..m*.
+
+    With orthonormal directions, ``E T = μ_τ I + Σ_k θ_k w_k w_kᵀ``.
+    Parameters as in :func:`moments`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hmi_fast import HMIModel
+    >>> from hmi_fast.theory import spike_strengths
+    >>> model = HMIModel(d=10, m_star=3, gamma=1.0, link="he2")
+    >>> sp = spike_strengths(model, "identity", n_samples=20_000)
+    >>> bool(np.all(np.abs(sp.theta - np.sqrt(2) * model.a) < 5 * sp.theta_se + 1e-12))
+    True
+    """
+    pop, tau = _population(model, preprocess, n_samples, seed)
+    th, se = pop.estimate(lambda v: v[..., 2:])
+    _readonly(th, se)
+    return SpikeStrengths(th, se, tau.name, pop.method, pop.n_samples)
+
+
+def _thresholds(pop, tau, centred) -> Thresholds:
+    def alphas(v):
+        noise = v[..., 1:2] - (v[..., 0:1] ** 2 if centred else 0.0)
+        th2 = v[..., 2:] ** 2
+        return np.where(th2 > 0, noise / np.where(th2 > 0, th2, 1.0), np.inf)
+
+    al, al_se = pop.estimate(alphas)
+    noise, _ = pop.estimate(lambda v: v[..., 1] - (v[..., 0] ** 2 if centred else 0.0))
+    al_se = np.where(np.isfinite(al), al_se, np.nan)
+    theta = np.array(pop.full[2:])
+    _readonly(al, al_se, theta)
+    return Thresholds(al, al_se, theta, float(noise), centred, tau.name)
+
+
+def thresholds(model, preprocess="saturating", centred: bool = False, *, n_samples: int = DEFAULT_N_SAMPLES,
+               seed: int = 0) -> Thresholds:
+    """k-critical thresholds ``α_k = E τ² / θ_k²`` (centred: ``Var τ / θ_k²``).
+
+    Direction k separates from the bulk of T iff α > α_k (MODEL.md §3).
+    Parameters as in :func:`moments`; ``centred`` for weights τ − μ_τ.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hmi_fast import HMIModel
+    >>> from hmi_fast.theory import thresholds
+    >>> th = thresholds(HMIModel(d=10, m_star=3, gamma=1.3), n_samples=20_000)
+    >>> bool(np.all(np.diff(th.alpha) > 0))
+    True
+    """
+    centred = _check_centred(centred)
+    pop, tau = _population(model, preprocess, n_samples, seed)
+    return _thresholds(pop, tau, centred)
+
+
+# ---------------------------------------------------------------- public API: predictions
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Large-α spectrum and recovery predicted at sample ratio(s) α (MODEL.md §3).
+
+    Scalars and shape (m*,) for a scalar ``alpha``; a leading axis of
+    length len(alpha) otherwise. ``outliers`` and ``overlaps`` are per
+    direction k; ``outliers`` is NaN where direction k stays in the bulk.
+    """
+
+    alpha: np.ndarray
+    sigma: np.ndarray
+    bulk_center: float
+    bulk_edges: np.ndarray
+    outliers: np.ndarray
+    overlaps: np.ndarray
+    n_components: np.ndarray
+    mse: np.ndarray
+    thresholds: Thresholds
+
+
+def _predict(th: Thresholds, a: np.ndarray, alpha: np.ndarray, centre: float) -> Prediction:
+    al = alpha.reshape(-1)
+    sigma = np.sqrt(th.noise / al)
+    edges = np.stack([centre - 2 * sigma, centre + 2 * sigma], axis=-1)
+    theta = th.theta[None, :]
+    out = np.abs(theta) > sigma[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        outliers = np.where(out, centre + theta + sigma[:, None] ** 2 / theta, np.nan)
+    q = np.maximum(0.0, 1.0 - th.alpha[None, :] / al[:, None])
+    k_hat = np.sum(al[:, None] > th.alpha[None, :], axis=1)
+    mse = np.sum(a**2 * (1.0 - q), axis=1)
+    if alpha.ndim == 0:
+        al, sigma, edges, outliers, q, k_hat, mse = (x[0] for x in (al, sigma, edges, outliers, q, k_hat, mse))
+    _readonly(al, sigma, edges, outliers, q, k_hat, mse)
+    return Prediction(al, sigma, float(centre), edges, outliers, q, k_hat, mse, th)
+
+
+def predict(model, preprocess="saturating", alpha=100.0, centred: bool = False, *,
+            n_samples: int = DEFAULT_N_SAMPLES, seed: int = 0) -> Prediction:
+    """Predicted spectrum of T and recovery at sample ratio α = n/d.
+
+    With ``σ² = E τ² / α`` (centred: ``Var τ / α``) and centre μ_τ
+    (centred: 0): bulk ``centre ± 2σ``; direction k gives an outlier at
+    ``centre + θ_k + σ²/θ_k`` iff ``|θ_k| > σ`` (⇔ α > α_k), with squared
+    overlap ``q_k = max(0, 1 − α_k/α)``; ``n_components = #{k: α > α_k}``;
+    ``mse = Σ a_k² (1 − q_k)``.
+
+    Parameters
+    ----------
+    model, preprocess, n_samples, seed
+        As in :func:`moments`.
+    alpha : float or 1-D array
+        Sample ratio(s), finite and > 0.
+    centred : bool
+        Predictions for centred weights τ − μ_τ.
+
+    Examples
+    --------
+    >>> from hmi_fast import HMIModel
+    >>> from hmi_fast.theory import predict
+    >>> p = predict(HMIModel(d=10, m_star=3, gamma=1.3), "saturating", [1.0, 1e6], n_samples=20_000)
+    >>> p.n_components.tolist(), bool(p.mse[1] < 1e-3)
+    ([0, 3], True)
+    """
+    centred = _check_centred(centred)
+    alpha = _check_alpha(alpha)
+    pop, tau = _population(model, preprocess, n_samples, seed)
+    th = _thresholds(pop, tau, centred)
+    centre = 0.0 if centred else float(pop.full[0])
+    return _predict(th, np.asarray(model.a, dtype=np.float64), alpha, centre)
+
+
+@dataclass(frozen=True)
+class MSECurve:
+    """Predicted ``MSE_γ(α)``.
+
+    ``mse`` is the per-direction form ``Σ_k a_k² (1 − q_k)`` with
+    ``q_k = max(0, 1 − α_k/α)``; ``mse_piecewise`` is MODEL.md §6's
+    ``Σ_{α≤α_k} a_k² + Σ_{α>α_k} a_k² α_k/α``. They are the same function
+    (``1 − q_k = min(1, α_k/α)``), computed separately as a check.
+    """
+
+    alphas: np.ndarray
+    mse: np.ndarray
+    mse_piecewise: np.ndarray
+    thresholds: Thresholds
+
+
+def mse_curve(model, preprocess="saturating", alphas=None, centred: bool = False, *,
+              n_samples: int = DEFAULT_N_SAMPLES, seed: int = 0) -> MSECurve:
+    """Predicted weighted error ``MSE_γ`` along sample ratios ``alphas``.
+
+    ``alphas=None`` uses 200 log-spaced points from α_1/10 to 10·α_{m*}
+    (finite thresholds only). Other parameters as in :func:`predict`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hmi_fast import HMIModel
+    >>> from hmi_fast.theory import mse_curve
+    >>> c = mse_curve(HMIModel(d=10, m_star=3, gamma=1.3), alphas=[10, 100, 1000], n_samples=20_000)
+    >>> bool(np.all(np.diff(c.mse) <= 0) and np.allclose(c.mse, c.mse_piecewise))
+    True
+    """
+    centred = _check_centred(centred)
+    pop, tau = _population(model, preprocess, n_samples, seed)
+    th = _thresholds(pop, tau, centred)
+    if alphas is None:
+        fin = th.alpha[np.isfinite(th.alpha)]
+        lo, hi = (fin.min() / 10, fin.max() * 10) if fin.size else (1.0, 1e6)
+        alphas = np.geomspace(lo, hi, 200)
+    al = _check_alpha(alphas, "alphas").reshape(-1)
+    a2 = np.asarray(model.a, dtype=np.float64) ** 2
+    mse = _predict(th, np.sqrt(a2), al, 0.0).mse
+    ak = th.alpha[None, :]
+    below = al[:, None] <= ak
+    with np.errstate(invalid="ignore"):
+        piecewise = np.sum(np.where(below, a2, a2 * ak / al[:, None]), axis=1)
+    _readonly(al, piecewise)
+    return MSECurve(al, mse, piecewise, th)
+
+
+# ---------------------------------------------------------------- public API: scaling law
+
+
+@dataclass(frozen=True)
+class ScalingLaw:
+    """Regime and exponent of ``MSE_γ(α)`` (MODEL.md §6, a reconstruction).
+
+    ``exponent`` is the exponent while directions are being discovered
+    (MSE ∝ α^exponent); ``final_exponent`` (−1) applies once all m* are found.
+    """
+
+    gamma: float
+    regime: str
+    exponent: float
+    final_exponent: float
+    description: str
+    m_star: int | None = None
+
+
+def scaling_law(gamma: float, m_star: int | None = None) -> ScalingLaw:
+    """Scaling-law regime for ``a_k ∝ k^-γ``.
+
+    * γ > 1/2 (``"power_law"``): ``MSE ∝ α^-(1 − 1/(2γ))`` while directions
+      are discovered (α_k ∝ k^{2γ}), then ``∝ m*/α`` once all are found
+      (from α ~ α_{m*} ∝ m*^{2γ}).
+    * γ < 1/2 (``"plateau"``): MSE stays of order 1 until α ~ m*, then ∝ m*/α.
+    * γ = 1/2 (``"borderline"``): exponent 0 with logarithmic decay,
+      ``MSE ≈ 1 − log k̂ / log m*``.
+
+    Examples
+    --------
+    >>> from hmi_fast.theory import scaling_law
+    >>> law = scaling_law(1.3)
+    >>> law.regime, round(law.exponent, 4)
+    ('power_law', -0.6154)
+    """
+    if isinstance(gamma, bool) or not isinstance(gamma, numbers.Real) or not math.isfinite(gamma):
+        raise ValueError(f"gamma: must be a finite number, got {gamma!r}")
+    gamma = float(gamma)
+    if m_star is not None:
+        m_star = check_positive_int(m_star, "m_star")
+    ms = "m*" if m_star is None else f"m*={m_star}"
+    if math.isclose(gamma, 0.5, rel_tol=0, abs_tol=1e-12):
+        return ScalingLaw(gamma, "borderline", 0.0, -1.0,
+                          "γ = 1/2 is the borderline case: Σ a_k² is logarithmic in m*, so MSE decays only "
+                          f"logarithmically, ≈ 1 − log k̂(α)/log {ms} with k̂ ∝ α/log {ms}, until all {ms} "
+                          "directions are found; then ∝ m*/α.", m_star)
+    if gamma > 0.5:
+        e = -(1.0 - 1.0 / (2.0 * gamma))
+        cross = "" if m_star is None else f" (from α of order α_{{m*}} ∝ {m_star}^{2 * gamma:.3g})"
+        return ScalingLaw(gamma, "power_law", e, -1.0,
+                          f"γ > 1/2: directions emerge one by one at α_k ∝ k^{2 * gamma:.3g}; while they are "
+                          f"being discovered MSE ∝ α^{e:.4g}; once all {ms} are found{cross}, MSE ∝ m*/α.",
+                          m_star)
+    return ScalingLaw(gamma, "plateau", 0.0, -1.0,
+                      f"γ < 1/2: the weight is spread over all {ms} directions; MSE stays on a plateau of "
+                      f"order 1 until α is of order {ms}, then decreases ∝ m*/α.", m_star)
+
+
+# ---------------------------------------------------------------- public API: optimal τ
+
+
+class TabulatedFunction:
+    """Vectorised linear interpolation on a uniform grid, flat outside it (picklable)."""
+
+    def __init__(self, lo: float, step: float, values: np.ndarray):
+        self.lo, self.step = float(lo), float(step)
+        self.values = np.ascontiguousarray(values, dtype=np.float64)
+        self.values.setflags(write=False)
+
+    @property
+    def grid(self) -> np.ndarray:
+        return self.lo + self.step * np.arange(self.values.size)
+
+    def __call__(self, y) -> np.ndarray:
+        y = np.asarray(y, dtype=np.float64)
+        flat = np.ascontiguousarray(y.reshape(-1))
+        out = np.empty_like(flat)
+        _interp_uniform(flat, self.lo, self.step, self.values, out)
+        return out.reshape(y.shape)
+
+    def __repr__(self) -> str:
+        hi = self.lo + self.step * (self.values.size - 1)
+        return f"TabulatedFunction([{self.lo:.4g}, {hi:.4g}], {self.values.size} points)"
+
+
+@dataclass(frozen=True)
+class FisherInformation:
+    """``J = E[τ*(y)²]`` of the (smoothed) law of y, with its standard error."""
+
+    value: float
+    se: float
+    smoothing: float
+
+
+@dataclass(frozen=True)
+class OptimalPreprocessing:
+    """The score ``τ*(y) = −p'(y)/p(y)`` and what it achieves.
+
+    ``p`` is the law of ``f(z) + √v ξ`` with kernel variance v =
+    ``smoothing`` (the law of y itself when v = Δ). ``cs_bound`` is the
+    leading-order Cauchy–Schwarz bound ``1/(a_k² μ₂(g_k)² J)`` of MODEL.md §3
+    (small a_k); ``direction_bounds`` is the exact per-direction bound
+    ``1/E[h_k(y)²]``, ``h_k(y) = E[He₂(z_k) | y]``, below every α_k(τ),
+    centred or not, when v = Δ.
+    """
+
+    preprocess: Preprocess
+    grid: np.ndarray
+    score: np.ndarray
+    density: np.ndarray
+    smoothing: float
+    fisher_information: FisherInformation
+    thresholds: Thresholds
+    mu2: np.ndarray
+    cs_bound: np.ndarray
+    cs_bound_se: np.ndarray
+    direction_bounds: np.ndarray
+    direction_bounds_se: np.ndarray
+
+
+@functools.lru_cache(maxsize=64)
+def _mu2(link: Link) -> float:
+    """μ₂(g) = E[g(z) He₂(z)] by composite Gauss–Legendre (kinks at 0 fall on a panel edge)."""
+    z, w = _gl_rule(2048)
+    return float(w @ (_link_matrix((link,), z[:, None])[:, 0] * (z * z - 1.0)))
+
+
+def _score_tables(bins: np.ndarray, step: float, v: float):
+    """p, τ* and h_k on the grid from linearly binned weights (G, 1 + m), normalised to sum 1."""
+    sd = math.sqrt(v)
+    half = int(math.ceil(9 * sd / step))
+    u = step * np.arange(-half, half + 1)
+    k0 = np.exp(-0.5 * u * u / v) / math.sqrt(2 * math.pi * v)
+    num = convolve1d(bins, k0, axis=0, mode="constant")
+    p = num[:, 0]
+    # Σ_b w_b (y − c_b)/v φ_v(y − c_b) = −p'(y): correlate with u/v φ_v(u) (convolve1d flips the kernel)
+    minus_dp = convolve1d(bins[:, 0], (u / v * k0)[::-1], mode="constant")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        score = minus_dp / p
+        h = num[:, 1:] / p[:, None]
+    ok = p > 0
+    score, h = np.where(ok, score, 0.0), np.where(ok[:, None], h, 0.0)
+    fisher = float(np.sum(score**2 * p) * step)
+    eh2 = np.sum(h**2 * p[:, None], axis=0) * step
+    return p, score, fisher, eh2
+
+
+def _grow(bins: list, lo: float, step: float, need_lo: float, need_hi: float):
+    """Pad the binned arrays with whole steps so that [need_lo, need_hi] lies on the grid."""
+    size = bins[0].shape[0]
+    left = max(0, math.ceil((lo - need_lo) / step))
+    right = max(0, math.ceil((need_hi - (lo + (size - 1) * step)) / step))
+    if left or right:
+        bins = [np.pad(b, ((left, right), (0, 0))) for b in bins]
+    return bins, lo - left * step
+
+
+@functools.lru_cache(maxsize=8)
+def _optimal_cached(links, a_bytes, noise, v, resolution, n, seed):
+    a = np.frombuffer(a_bytes, dtype=np.float64).copy()
+    m = len(links)
+    key, ranges = _key(seed), _batches(n)
+    sd = math.sqrt(v)
+    step = sd / resolution
+    groups = np.array_split(np.arange(len(ranges)), min(10, len(ranges)))
+    bins, lo = None, 0.0
+    for g, idx in enumerate(groups):  # one pass; groups give standard errors
+        for b in idx:
+            z = _normals(key, *ranges[b], m)[0]
+            f = combine(links, a, z)
+            need_lo, need_hi = f.min() - 9 * sd, f.max() + 9 * sd
+            if bins is None:
+                bins, lo = [np.zeros((2, 1 + m)) for _ in groups], need_lo
+            bins, lo = _grow(bins, lo, step, need_lo, need_hi)
+            if bins[0].shape[0] > MAX_GRID:
+                raise ValueError(
+                    f"smoothing: the kernel variance v={v:g} is too small for the spread of y "
+                    f"(the grid would need more than {MAX_GRID} points); increase smoothing or lower grid"
+                )
+            _linear_bin(f, z, lo, step, bins[g])
+    total = np.sum(bins, axis=0)
+    density, score, fisher, eh2 = _score_tables(total / n, step, v)
+    per_group = []
+    for b in bins:
+        _, _, fg, eh2g = _score_tables(b / b[:, 0].sum(), step, v)
+        per_group.append(np.concatenate([[fg], 1.0 / eh2g]))
+    spread = np.std(np.asarray(per_group), axis=0, ddof=1) / math.sqrt(len(groups))
+    func = TabulatedFunction(lo, step, score)
+    tau = Preprocess("optimal", -1, 1.0, func)
+    pop = _population_cached(links, a_bytes, noise, tau, n, seed + 1)
+    th = _thresholds(pop, tau, False)
+    mu2 = np.array([_mu2(lk) for lk in links])
+    with np.errstate(divide="ignore"):
+        cs = 1.0 / (a**2 * mu2**2 * fisher)
+        bounds = 1.0 / eh2
+    cs_se = cs * spread[0] / fisher
+    bounds_se = spread[1:]
+    grid_y = func.grid
+    _readonly(grid_y, density, mu2, cs, cs_se, bounds, bounds_se)
+    return OptimalPreprocessing(tau, grid_y, func.values, density, v, FisherInformation(fisher, float(spread[0]), v),
+                                th, mu2, cs, cs_se, bounds, bounds_se)
+
+
+def optimal_preprocessing(model, *, grid: int = 8, smoothing: float | None = None,
+                          n_samples: int = DEFAULT_N_SAMPLES, seed: int = 0) -> OptimalPreprocessing:
+    """The optimal preprocessing τ* (the score of the law of y) and its thresholds.
+
+    ``p(y) = E_z φ_v(y − f(z))`` is estimated from ``n_samples`` draws of
+    ``f(z) = Σ a_k g_k(z_k)``, linearly binned on a uniform grid and
+    convolved with the Gaussian kernel of variance v; then
+    ``τ* = −p'/p`` is tabulated on the grid (linear interpolation inside,
+    flat outside), which covers [min f − 9√v, max f + 9√v]. Its thresholds
+    are computed on an independent stream (seed + 1), so τ* is not
+    evaluated on the draws that built it.
+
+    Parameters
+    ----------
+    model : HMIModel
+    grid : int
+        Grid resolution: points per kernel standard deviation √v (>= 2,
+        default 8; at most 2¹⁶ points in all).
+    smoothing : float, optional
+        Kernel variance v >= Δ. Default ``max(Δ, 1e-2)``: v = Δ gives the
+        exact score of y; v > Δ the score of ``y + √(v − Δ) ξ'`` (needed when
+        Δ = 0, where the law of y may be singular).
+    n_samples, seed
+        As in :func:`moments`.
+
+    Returns
+    -------
+    OptimalPreprocessing
+        ``.preprocess`` is a :class:`~hmi_fast.Preprocess` usable everywhere
+        a τ is accepted.
+
+    Examples
+    --------
+    >>> from hmi_fast import HMIModel
+    >>> from hmi_fast.theory import optimal_preprocessing, thresholds
+    >>> model = HMIModel(d=10, m_star=3, gamma=1.0, link="he2", noise=1.0)
+    >>> opt = optimal_preprocessing(model, n_samples=100_000)
+    >>> sat = thresholds(model, "saturating", n_samples=100_000)
+    >>> bool(opt.thresholds.alpha[-1] <= sat.alpha[-1])
+    True
+    """
+    _check_model(model)
+    n = check_positive_int(n_samples, "n_samples", minimum=MIN_N_SAMPLES)
+    seed = _check_seed(seed)
+    resolution = check_positive_int(grid, "grid", minimum=2)
+    delta = float(model.noise)
+    if smoothing is None:
+        v = max(delta, DEFAULT_SMOOTHING)
+    else:
+        v = float(smoothing)
+        if not (math.isfinite(v) and v > 0 and v >= delta):
+            raise ValueError(
+                f"smoothing: the kernel variance must be finite, > 0 and >= the model's noise Δ={delta}, "
+                f"got {smoothing!r}"
+            )
+    a = np.ascontiguousarray(model.a, dtype=np.float64)
+    return _optimal_cached(tuple(model.links), a.tobytes(), delta, v, resolution, n, seed)
+
+
+def fisher_information(model, *, smoothing: float | None = None, n_samples: int = DEFAULT_N_SAMPLES,
+                       seed: int = 0) -> FisherInformation:
+    """Fisher information ``J = E[τ*(y)²]`` of the law of y (smoothed to variance v; see
+    :func:`optimal_preprocessing`).
+
+    Examples
+    --------
+    >>> from hmi_fast import HMIModel
+    >>> from hmi_fast.theory import fisher_information
+    >>> J = fisher_information(HMIModel(d=10, m_star=1, gamma=1.0, link="he2", noise=1e6), n_samples=10_000)
+    >>> abs(J.value * 1e6 - 1) < 0.01
+    True
+    """
+    return optimal_preprocessing(model, smoothing=smoothing, n_samples=n_samples, seed=seed).fisher_information
