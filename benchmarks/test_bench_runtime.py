@@ -1,0 +1,49 @@
+"""Threading setup and start-up cost, each measured in fresh processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from . import threading_layers
+from .conftest import FULL
+
+FIRST_CALL = (
+    "import numpy as np, hmi_fast; m = hmi_fast.HMIModel(50, 3, 1.3); "
+    "X, y = m.sample(500); hmi_fast.spectral_matrix(X, y); hmi_fast.spectral_matrix(m, n=500)"
+)
+
+
+def _run(env):
+    subprocess.run([sys.executable, "-c", FIRST_CALL], env=env, check=True)
+
+
+@pytest.mark.parametrize("cache", ["cold", "warm"])
+def test_import_and_first_call(benchmark, tmp_path, cache):
+    """Fresh process: import plus first calls, with numba's on-disk cache empty (cold) or filled (warm)."""
+    benchmark.group = "startup|import+first call"
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba-cache"))
+    if cache == "warm":
+        _run(env)  # fills the cache
+
+        benchmark.pedantic(_run, args=(env,), rounds=3 if FULL else 1, iterations=1)
+    else:
+        counter = iter(range(100))
+
+        def setup():
+            return (dict(env, NUMBA_CACHE_DIR=str(tmp_path / f"cold-{next(counter)}")),), {}
+
+        benchmark.pedantic(_run, setup=setup, rounds=2 if FULL else 1, iterations=1)
+
+
+def test_threading_layers(benchmark):
+    """Median time of the streaming workload under each numba threading setting (ratios in extra_info)."""
+    benchmark.group = "threading"
+    n, d = (400_000, 1000) if FULL else (4096, 64)
+    res = benchmark.pedantic(threading_layers.run, args=(n, d, 5 if FULL else 1), rounds=1, iterations=1)
+    for name, v in res.items():
+        benchmark.extra_info[name] = round(v["ratio_to_default"], 3)
+        assert v["median_s"] > 0
