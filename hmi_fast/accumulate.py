@@ -122,6 +122,10 @@ class SpectralAccumulator:
     ----------
     n : int
         Rows seen so far.
+    weight_mean, weight_sq_mean : float
+        Mean of the weights ``w = τ(y) − shift`` and of their squares: the
+        bulk of T is centred near ``weight_mean`` with radius about
+        ``2 sqrt(weight_sq_mean · d / n)`` (MODEL.md §3).
     shift : float or None
         The μ subtracted from the weights (``None`` until the first block when ``center=True``).
 
@@ -152,6 +156,8 @@ class SpectralAccumulator:
         bs = _config.BLOCK_SIZE if block_size is None else check_positive_int(block_size, "block_size")
         self.block_size = bs
         self.n = 0
+        self._wsum = 0.0
+        self._w2sum = 0.0
         self._sum = np.zeros((self.d, self.d), dtype=np.float64, order="F")  # upper triangle used
         self._buf = None
         self._dest = None
@@ -209,6 +215,8 @@ class SpectralAccumulator:
         if self.shift is None:
             self.shift = float(np.mean(self.preprocess(_finite_labels(y, self.n))))
         w = self.preprocess.weights(y, shift=self.shift, row0=self.n)
+        self._wsum += float(np.sum(w))
+        self._w2sum += float(np.dot(w, w))
         step = self.block_size
         for lo in range(0, n, step):
             hi = min(n, lo + step)
@@ -231,8 +239,46 @@ class SpectralAccumulator:
         if self.n == 0:
             self.shift = other.shift if other.shift is not None else self.shift
         self._sum += other._sum
+        self._wsum += other._wsum
+        self._w2sum += other._w2sum
         self.n += other.n
         return self
+
+    @property
+    def weight_mean(self) -> float:
+        return self._wsum / self.n if self.n else float("nan")
+
+    @property
+    def weight_sq_mean(self) -> float:
+        return self._w2sum / self.n if self.n else float("nan")
+
+    def state(self) -> dict:
+        """Everything needed to resume: arrays and numbers (see :meth:`from_state`)."""
+        pre = self.preprocess
+        if not pre.is_builtin:
+            raise ValueError("state: only accumulators with a built-in preprocess can be saved; pass its name")
+        return {
+            "sum": self._sum, "n": self.n, "wsum": self._wsum, "w2sum": self._w2sum,
+            "shift": np.nan if self.shift is None else self.shift, "preprocess": pre.name, "param": pre.param,
+            "dtype": self.dtype.name, "block_size": self.block_size,
+        }
+
+    @classmethod
+    def from_state(cls, state) -> "SpectralAccumulator":
+        """Rebuild an accumulator saved with :meth:`state` (e.g. through ``np.savez``)."""
+        from .preprocess import BUILTIN_PREPROCESS, Preprocess
+
+        name = str(state["preprocess"])
+        pre = Preprocess(name, BUILTIN_PREPROCESS[name], float(state["param"]), None)
+        shift = float(state["shift"])
+        acc = cls(np.shape(state["sum"])[0], preprocess=pre, dtype=str(state["dtype"]),
+                  center=True if np.isnan(shift) else shift, block_size=int(state["block_size"]))
+        acc.shift = None if np.isnan(shift) else shift
+        acc._sum[...] = state["sum"]
+        acc.n = int(state["n"])
+        acc._wsum = float(state["wsum"])
+        acc._w2sum = float(state["w2sum"])
+        return acc
 
     def finalize(self, dtype=np.float64) -> np.ndarray:
         """T = (1/n) Σ w_i x_i x_iᵀ as a symmetric d×d C-ordered array (the accumulator stays usable)."""
@@ -248,6 +294,7 @@ class SpectralAccumulator:
         )
         new.shift = self.shift
         new.n = self.n
+        new._wsum, new._w2sum = self._wsum, self._w2sum
         new._sum[...] = self._sum
         return new
 

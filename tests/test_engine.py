@@ -329,3 +329,18 @@ def test_accumulator_errors():
     with pytest.raises(ValueError, match=r"threads: n must be between 1 and"):
         with hmi_fast.threads(0):
             pass
+
+
+def test_weight_moments_and_state_roundtrip(tmp_path, data):
+    X, y = data
+    acc = SpectralAccumulator(X.shape[1], center=0.1).update(X[:1000], y[:1000])
+    w = naive.tau("saturating", y[:1000]) - 0.1
+    assert np.isclose(acc.weight_mean, w.mean(), rtol=1e-12)
+    assert np.isclose(acc.weight_sq_mean, np.mean(w**2), rtol=1e-12)
+    np.savez(tmp_path / "state.npz", **acc.state())
+    back = SpectralAccumulator.from_state(np.load(tmp_path / "state.npz"))
+    back.update(X[1000:], y[1000:])
+    whole = SpectralAccumulator(X.shape[1], center=0.1).update(X, y)
+    assert back.n == whole.n
+    assert rel_err(back.finalize(), whole.finalize()) < 1e-13
+    assert np.isclose(back.weight_sq_mean, whole.weight_sq_mean, rtol=1e-12)
