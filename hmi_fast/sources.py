@@ -59,14 +59,22 @@ def _array_blocks(X, y, n, block_size) -> Iterator:
 
 
 def _page_releaser(X):
-    """For a C-ordered np.memmap, drop the pages of rows already processed (bounded RSS)."""
+    """For a C-ordered np.memmap, drop the pages of rows already processed (bounded RSS).
+
+    Advisory only: dropped pages of a file mapping are read again from the
+    file if touched, so this never changes results.
+    """
     mm = getattr(X, "_mmap", None)
     if not isinstance(X, np.memmap) or mm is None or not X.flags.c_contiguous or not hasattr(mm, "madvise"):
         return lambda stop: None
-    start = X.offset
+    try:
+        base = np.frombuffer(mm, dtype=np.uint8).ctypes.data
+    except (TypeError, ValueError):  # pragma: no cover - closed or odd mapping
+        return lambda stop: None
+    start = X.ctypes.data - base  # where row 0 lies inside the mapping
     row_bytes = X.strides[0]
     page = mmap.PAGESIZE
-    done = [0]
+    done = [start // page * page + (page if start % page else 0)]
 
     def release(stop):
         end = (start + stop * row_bytes) // page * page
