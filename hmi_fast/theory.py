@@ -44,6 +44,8 @@ from .preprocess import Preprocess, _builtin_tau, resolve_preprocess
 
 DEFAULT_N_SAMPLES = 2_000_000
 MIN_N_SAMPLES = 1000
+#: θ_k counts as 0 (α_k = inf) when |θ_k| <= ZERO_SPIKE · √E[τ²] (a rounding-level zero)
+ZERO_SPIKE = 1e-12
 #: most grid points of the tabulated τ*
 MAX_GRID = 1 << 16
 #: default kernel variance for τ* when the model has little or no label noise
@@ -305,14 +307,18 @@ def _population_cached(links, a_bytes, noise, tau, n, seed) -> _Population:
     return pop
 
 
-def _population(model, preprocess, n_samples, seed, noise=None):
+def _population(model, preprocess, n_samples, seed):
     _check_model(model)
     tau = resolve_preprocess(preprocess)
     n = check_positive_int(n_samples, "n_samples", minimum=MIN_N_SAMPLES)
     seed = _check_seed(seed)
     a = np.ascontiguousarray(model.a, dtype=np.float64)
-    noise = float(model.noise if noise is None else noise)
-    return _population_cached(tuple(model.links), a.tobytes(), noise, tau, n, seed), tau
+    args = (tuple(model.links), a.tobytes(), float(model.noise), tau, n, seed)
+    try:
+        hash(args)
+    except TypeError:  # an unhashable user function: compute without the cache
+        return _population_cached.__wrapped__(*args), tau
+    return _population_cached(*args), tau
 
 
 # ---------------------------------------------------------------- validation
@@ -384,7 +390,9 @@ class SpikeStrengths:
 
 @dataclass(frozen=True)
 class Thresholds:
-    """k-critical thresholds ``α_k = noise / θ_k²`` (inf where θ_k = 0).
+    """k-critical thresholds ``α_k = noise / θ_k²``.
+
+    inf where θ_k = 0 (to rounding: ``|θ_k| <= ZERO_SPIKE · √E[τ²]``).
 
     ``noise`` is ``E τ²`` or, with ``centred``, ``Var τ``.
     """
@@ -458,7 +466,8 @@ def _thresholds(pop, tau, centred) -> Thresholds:
     def alphas(v):
         noise = v[..., 1:2] - (v[..., 0:1] ** 2 if centred else 0.0)
         th2 = v[..., 2:] ** 2
-        return np.where(th2 > 0, noise / np.where(th2 > 0, th2, 1.0), np.inf)
+        nonzero = th2 > ZERO_SPIKE**2 * v[..., 1:2]
+        return np.where(nonzero, noise / np.where(nonzero, th2, 1.0), np.inf)
 
     al, al_se = pop.estimate(alphas)
     noise, _ = pop.estimate(lambda v: v[..., 1] - (v[..., 0] ** 2 if centred else 0.0))
@@ -529,7 +538,7 @@ def _predict(th: Thresholds, a: np.ndarray, alpha: np.ndarray, centre: float) ->
     return Prediction(al, sigma, float(centre), edges, outliers, q, k_hat, mse, th)
 
 
-def predict(model, preprocess="saturating", alpha=100.0, centred: bool = False, *,
+def predict(model, preprocess, alpha, centred: bool = False, *,
             n_samples: int = DEFAULT_N_SAMPLES, seed: int = 0) -> Prediction:
     """Predicted spectrum of T and recovery at sample ratio α = n/d.
 
@@ -552,7 +561,7 @@ def predict(model, preprocess="saturating", alpha=100.0, centred: bool = False, 
     --------
     >>> from hmi_fast import HMIModel
     >>> from hmi_fast.theory import predict
-    >>> p = predict(HMIModel(d=10, m_star=3, gamma=1.3), "saturating", [1.0, 1e6], n_samples=20_000)
+    >>> p = predict(HMIModel(d=10, m_star=3, gamma=1.3), "saturating", [0.1, 1e6], n_samples=20_000)
     >>> p.n_components.tolist(), bool(p.mse[1] < 1e-3)
     ([0, 3], True)
     """
@@ -750,8 +759,8 @@ def _score_tables(bins: np.ndarray, step: float, v: float):
     k0 = np.exp(-0.5 * u * u / v) / math.sqrt(2 * math.pi * v)
     num = convolve1d(bins, k0, axis=0, mode="constant")
     p = num[:, 0]
-    # Σ_b w_b (y − c_b)/v φ_v(y − c_b) = −p'(y): correlate with u/v φ_v(u) (convolve1d flips the kernel)
-    minus_dp = convolve1d(bins[:, 0], (u / v * k0)[::-1], mode="constant")
+    # −p'(y_i) = Σ_b w_b (y_i − c_b)/v φ_v(y_i − c_b): a true convolution with u/v φ_v(u), as convolve1d does
+    minus_dp = convolve1d(bins[:, 0], u / v * k0, mode="constant")
     with np.errstate(divide="ignore", invalid="ignore"):
         score = minus_dp / p
         h = num[:, 1:] / p[:, None]
@@ -762,11 +771,16 @@ def _score_tables(bins: np.ndarray, step: float, v: float):
     return p, score, fisher, eh2
 
 
-def _grow(bins: list, lo: float, step: float, need_lo: float, need_hi: float):
+def _grow(bins: list, lo: float, step: float, need_lo: float, need_hi: float, v: float):
     """Pad the binned arrays with whole steps so that [need_lo, need_hi] lies on the grid."""
     size = bins[0].shape[0]
     left = max(0, math.ceil((lo - need_lo) / step))
     right = max(0, math.ceil((need_hi - (lo + (size - 1) * step)) / step))
+    if size + left + right > MAX_GRID:
+        raise ValueError(
+            f"smoothing: the kernel variance v={v:g} is too small for the spread of y (the grid would need "
+            f"{size + left + right} > {MAX_GRID} points); increase smoothing or lower grid"
+        )
     if left or right:
         bins = [np.pad(b, ((left, right), (0, 0))) for b in bins]
     return bins, lo - left * step
@@ -788,12 +802,7 @@ def _optimal_cached(links, a_bytes, noise, v, resolution, n, seed):
             need_lo, need_hi = f.min() - 9 * sd, f.max() + 9 * sd
             if bins is None:
                 bins, lo = [np.zeros((2, 1 + m)) for _ in groups], need_lo
-            bins, lo = _grow(bins, lo, step, need_lo, need_hi)
-            if bins[0].shape[0] > MAX_GRID:
-                raise ValueError(
-                    f"smoothing: the kernel variance v={v:g} is too small for the spread of y "
-                    f"(the grid would need more than {MAX_GRID} points); increase smoothing or lower grid"
-                )
+            bins, lo = _grow(bins, lo, step, need_lo, need_hi, v)
             _linear_bin(f, z, lo, step, bins[g])
     total = np.sum(bins, axis=0)
     density, score, fisher, eh2 = _score_tables(total / n, step, v)
@@ -851,12 +860,15 @@ def optimal_preprocessing(model, *, grid: int = 8, smoothing: float | None = Non
 
     Examples
     --------
+    >>> import numpy as np
     >>> from hmi_fast import HMIModel
     >>> from hmi_fast.theory import optimal_preprocessing, thresholds
     >>> model = HMIModel(d=10, m_star=3, gamma=1.0, link="he2", noise=1.0)
     >>> opt = optimal_preprocessing(model, n_samples=100_000)
+    >>> bool(opt.fisher_information.value >= 1 / 2)  # Cramér–Rao: J >= 1 / Var y
+    True
     >>> sat = thresholds(model, "saturating", n_samples=100_000)
-    >>> bool(opt.thresholds.alpha[-1] <= sat.alpha[-1])
+    >>> bool(np.all(opt.direction_bounds <= sat.alpha))
     True
     """
     _check_model(model)
