@@ -1,20 +1,32 @@
 """hmi_fast: fast spectral learning of hierarchical multi-index models."""
 
 from ._config import threads  # noqa: I001  (first: sets the OpenMP wait policy before numba loads it)
+from . import metrics, theory
 from .accumulate import SpectralAccumulator
+from .eigen import ConvergenceWarning, EighResult, topk_eigh
 from .engine import spectral_matrices, spectral_matrix
+from .estimator import SpectralEstimator
 from .model import HMIModel, coefficients
 from .preprocess import Preprocess, clip
+from .selection import Selection, select_components
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ConvergenceWarning",
+    "EighResult",
     "HMIModel",
     "Preprocess",
+    "Selection",
     "SpectralAccumulator",
+    "SpectralEstimator",
     "clip",
     "coefficients",
+    "metrics",
+    "select_components",
     "spectral_matrices",
     "spectral_matrix",
+    "theory",
     "threads",
+    "topk_eigh",
 ]

@@ -1,0 +1,309 @@
+"""How many informative directions: gap rule and bulk-edge rule (MODEL.md §3-4).
+
+The bulk of ``T = (1/n) sum_i tau(y_i) x_i x_i^T`` is, for ``alpha = n/d >> 1``,
+close to a semicircle centred at ``mu = E tau`` with radius ``2 sigma``,
+``sigma^2 = E[tau^2] d / n``. Informative spikes sit outside it, at mutual
+distances of order ``sigma``; consecutive eigenvalues at the bulk edge are
+``O(sigma d^(-2/3))`` apart.
+
+``rule="gap"`` (default; **package convention**, the change of scale of the paper's Figure 3)
+    At each end, sort the supplied eigenvalues from the extreme inward,
+    ``lambda_1, lambda_2, ...`` (for the bottom end, by decreasing distance
+    below the centre), form the normalised gaps
+    ``g_i = |lambda_i - lambda_{i+1}| / sigma_hat`` and keep
+    ``k_hat = max{ i : g_i >= delta_d and lambda_i beyond mu_hat +- 2 sigma_hat }``
+    (0 if there is none): everything before the *last* large gap. The
+    threshold ``delta_d = c d^(-1/3)``, ``c = 1`` (``threshold=`` sets delta
+    directly), vanishes as d grows yet stays far above the edge gaps,
+    ``O(d^(-2/3))``, while gaps among spikes stay ``O(1)``. Two close spikes
+    are both kept when the gap after the second is large; the
+    largest-single-gap rule, which drops the weaker of two spikes of
+    different strength, is not used.
+``rule="edge"``
+    Keep the eigenvalues beyond ``mu_hat +- 2 sigma_hat (1 + margin)``.
+
+Both counts are always computed (``n_components_gap``, ``n_components_edge``,
+``agree``); ``rule`` picks the one reported as ``n_components`` and ``index``.
+
+The two ends
+------------
+``which="LA"``: every supplied value belongs to the top end; ``"SA"``: to the
+bottom end. ``"BE"``: with a centre ``mu_hat`` known (``tau_mean`` given, or the
+full spectrum supplied), values above it form the top end and values below
+it the bottom end; otherwise the ``ceil(m/2)`` largest of the ``m`` values
+form the top end and the rest the bottom end, which is the layout of
+``topk_eigh(T, m, which="BE")`` (in any order).
+
+Bulk estimate
+-------------
+``sigma_hat^2 = tau_sq_mean * d / n`` and ``mu_hat = tau_mean`` when the
+moments of the weights are given (``SpectralAccumulator.weight_mean`` and
+``weight_sq_mean``). Otherwise, from the eigenvalues:
+
+* the full spectrum (``len(eigenvalues) == d``): ``mu_hat`` = the median,
+  ``sigma_hat`` = the interquartile range / 1.6159 (the semicircle's), both
+  insensitive to the few spikes;
+* only ends: the innermost supplied eigenvalue of an end is taken to be the
+  ``j``-th bulk eigenvalue from that edge (``j`` = values supplied at that
+  end minus the spikes found there, refined once), which the semicircle puts
+  at ``2 sigma (3 pi j / (4 sqrt(2) d))^(2/3)`` inside the edge. Two ends give
+  both ``mu_hat`` and ``sigma_hat``; one end gives one of them, so the other
+  moment must be passed. Supply enough eigenvalues per end to reach into
+  the bulk (``saturated`` says when an end did not).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["Selection", "select_components"]
+
+RULES = ("gap", "edge")
+WHICH = ("BE", "LA", "SA")
+
+#: interquartile range of the semicircle of radius 2 sigma, in units of sigma.
+SEMICIRCLE_IQR = 1.6159
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Result of :func:`select_components`.
+
+    Attributes
+    ----------
+    n_components : int
+        ``k_hat`` of the chosen rule, ``n_top + n_bottom``.
+    index : ndarray of int
+        Indices into the given ``eigenvalues`` of the selected ones: the top
+        end from the extreme inward, then the bottom end from the extreme inward.
+    n_top, n_bottom : int
+        Selected at each end.
+    rule : str
+    gaps : tuple of two ndarrays
+        Normalised gaps ``g_i`` at the top end and at the bottom end, each
+        from the extreme inward (``len = values at that end - 1``).
+    threshold : float
+        ``delta`` used by the gap rule, in units of ``sigma_hat``.
+    bulk_center : float
+    bulk_edges : tuple of float
+        ``(mu_hat - 2 sigma_hat, mu_hat + 2 sigma_hat)``.
+    sigma : float
+    n_components_gap, n_components_edge : int
+    agree : bool
+        Whether the two rules give the same count at each end.
+    saturated : bool
+        The last supplied eigenvalue of a considered end is still beyond the
+        bulk edge: no bulk eigenvalue was supplied there, so more components
+        may exist than were computed (ask for more eigenvalues).
+    """
+
+    n_components: int
+    index: np.ndarray
+    n_top: int
+    n_bottom: int
+    rule: str
+    gaps: tuple
+    threshold: float
+    bulk_center: float
+    bulk_edges: tuple
+    sigma: float
+    n_components_gap: int
+    n_components_edge: int
+    agree: bool
+    saturated: bool
+
+
+def _edge_depth(j: int, d: int) -> float:
+    """Depth of the j-th semicircle eigenvalue below its edge, in units of 2 sigma."""
+    return (3.0 * math.pi * max(j, 1) / (4.0 * math.sqrt(2.0) * d)) ** (2.0 / 3.0)
+
+
+def _gap_count(x, sigma, delta, beyond):
+    """Gap rule at one end. ``x``: distances from the centre, from the extreme inward."""
+    if len(x) == 0:
+        return 0, np.empty(0)
+    gaps = (x[:-1] - x[1:]) / sigma if sigma > 0 else np.full(len(x) - 1, np.inf)
+    ok = (gaps >= delta) & (x[:-1] > beyond)
+    k = int(np.flatnonzero(ok)[-1]) + 1 if ok.any() else 0
+    return k, gaps
+
+
+def _check_number(value, name, *, positive=False, nonneg=False):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(f"{name}: must be a finite number, got {value!r}")
+    if positive and value <= 0:
+        raise ValueError(f"{name}: must be > 0, got {value!r}")
+    if nonneg and value < 0:
+        raise ValueError(f"{name}: must be >= 0, got {value!r}")
+    return float(value)
+
+
+def select_components(
+    eigenvalues,
+    *,
+    d: int,
+    n: int,
+    rule: str = "gap",
+    which: str = "BE",
+    tau_mean: float | None = None,
+    tau_sq_mean: float | None = None,
+    threshold: float | None = None,
+    margin: float = 0.05,
+) -> Selection:
+    """Number of informative directions among computed eigenvalues of T.
+
+    See the module docstring for both rules, the two ends and the bulk estimate.
+
+    Parameters
+    ----------
+    eigenvalues : array_like, 1-D
+        Eigenvalues from one or both ends (e.g. ``topk_eigh(T, k, which).values``),
+        or the full spectrum.
+    d, n : int
+        Dimension and number of samples behind T.
+    rule : {"gap", "edge"}
+        The rule reported as ``n_components``/``index``.
+    which : {"BE", "LA", "SA"}
+        Ends that may hold spikes: both, the top, or the bottom.
+    tau_mean, tau_sq_mean : float, optional
+        Mean of the weights ``tau(y_i)`` and of their squares (bulk centre
+        and width); estimated from the eigenvalues when not given.
+    threshold : float, optional
+        ``delta`` of the gap rule in units of ``sigma_hat`` (default ``d^(-1/3)``).
+    margin : float
+        Relative margin of the edge rule.
+
+    Returns
+    -------
+    Selection
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> ev = np.array([3.0, 1.5, 0.205, 0.2, 0.199, -0.2, -0.201])
+    >>> select_components(ev, d=1000, n=100_000, tau_mean=0.0, tau_sq_mean=1.0).n_components
+    2
+    """
+    ev = np.asarray(eigenvalues)
+    if ev.dtype.kind not in "fiu":
+        raise TypeError(f"eigenvalues: unsupported dtype {ev.dtype}; pass real numbers")
+    ev = ev.astype(np.float64)
+    if ev.ndim != 1 or ev.size == 0:
+        raise ValueError(f"eigenvalues: expected a non-empty 1-D array, got shape {ev.shape}")
+    if not np.isfinite(ev).all():
+        raise ValueError("eigenvalues: contain NaN or inf; pass finite eigenvalues")
+    for name, v in (("d", d), ("n", n)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
+            raise ValueError(f"{name}: must be a positive integer, got {v!r}")
+    d, n = int(d), int(n)
+    if rule not in RULES:
+        raise ValueError(f"rule: must be one of {RULES}, got {rule!r}")
+    if which not in WHICH:
+        raise ValueError(f"which: must be one of {WHICH}, got {which!r}")
+    mu = None if tau_mean is None else _check_number(tau_mean, "tau_mean")
+    sigma = None
+    if tau_sq_mean is not None:
+        sigma = math.sqrt(_check_number(tau_sq_mean, "tau_sq_mean", nonneg=True) * d / n)
+    if threshold is None:
+        delta = float(d) ** (-1.0 / 3.0)
+    else:
+        delta = _check_number(threshold, "threshold", positive=True)
+    margin = _check_number(margin, "margin", nonneg=True)
+
+    full = ev.size == d and ev.size >= 4
+    if full and (mu is None or sigma is None):
+        q1, med, q3 = np.percentile(ev, [25.0, 50.0, 75.0])
+        mu = float(med) if mu is None else mu
+        sigma = float(q3 - q1) / SEMICIRCLE_IQR if sigma is None else sigma
+
+    # ---- split into ends: indices from the extreme inward
+    order = np.argsort(-ev, kind="stable")  # descending
+    if which == "LA":
+        top, bot = order, order[:0]
+    elif which == "SA":
+        top, bot = order[:0], order[::-1]
+    elif mu is not None:
+        top = order[ev[order] > mu]
+        bot = order[::-1][ev[order[::-1]] < mu]
+    else:
+        n_top = (ev.size + 1) // 2
+        top, bot = order[:n_top], order[n_top:][::-1]
+
+    if mu is None or sigma is None:
+        mu, sigma = _bulk_from_ends(ev, top, bot, mu, sigma, d, delta)
+
+    lo, hi = mu - 2.0 * sigma, mu + 2.0 * sigma
+    xt = ev[top] - mu  # distances beyond the centre, from the extreme inward
+    xb = mu - ev[bot]
+    kt_gap, gt = _gap_count(xt, sigma, delta, 2.0 * sigma)
+    kb_gap, gb = _gap_count(xb, sigma, delta, 2.0 * sigma)
+    cut = 2.0 * sigma * (1.0 + margin)
+    kt_edge = int(np.count_nonzero(xt > cut))
+    kb_edge = int(np.count_nonzero(xb > cut))
+    kt, kb = (kt_gap, kb_gap) if rule == "gap" else (kt_edge, kb_edge)
+    saturated = bool((len(xt) and xt[-1] > 2.0 * sigma) or (len(xb) and xb[-1] > 2.0 * sigma))
+    index = np.concatenate([top[:kt], bot[:kb]]).astype(np.intp)
+    return Selection(
+        n_components=int(kt + kb),
+        index=index,
+        n_top=int(kt),
+        n_bottom=int(kb),
+        rule=rule,
+        gaps=(gt, gb),
+        threshold=float(delta),
+        bulk_center=float(mu),
+        bulk_edges=(float(lo), float(hi)),
+        sigma=float(sigma),
+        n_components_gap=int(kt_gap + kb_gap),
+        n_components_edge=int(kt_edge + kb_edge),
+        agree=bool(kt_gap == kt_edge and kb_gap == kb_edge),
+        saturated=saturated,
+    )
+
+
+def _bulk_from_ends(ev, top, bot, mu, sigma, d, delta):
+    """Centre and width from the innermost supplied eigenvalue of each end (see the module docstring)."""
+    have_top, have_bot = len(top) >= 2, len(bot) >= 2
+    if mu is None and sigma is None and not (have_top and have_bot):
+        raise ValueError(
+            "tau_sq_mean: the bulk centre and width cannot both be estimated from one end of the spectrum; "
+            "pass tau_mean and tau_sq_mean (SpectralAccumulator.weight_mean, weight_sq_mean), "
+            "or at least 2 eigenvalues at each end with which='BE', or the full spectrum"
+        )
+    if not (have_top or have_bot):
+        raise ValueError("eigenvalues: need at least 2 values at one end to estimate the bulk; pass tau_mean and tau_sq_mean")
+    spikes_top = spikes_bot = 0
+    for _ in range(2):  # estimate, count the spikes at each end, re-estimate with the bulk ranks
+        jt = max(len(top) - spikes_top, 1)
+        jb = max(len(bot) - spikes_bot, 1)
+        ut, ub = _edge_depth(jt, d), _edge_depth(jb, d)
+        it = ev[top[-1]] if have_top else None  # innermost of each end
+        ib = ev[bot[-1]] if have_bot else None
+        # it = mu + 2 sigma (1 - ut);  ib = mu - 2 sigma (1 - ub)
+        if mu is None and sigma is None:
+            s = (it - ib) / (2.0 * (2.0 - ut - ub))
+            m = it - 2.0 * s * (1.0 - ut)
+        elif sigma is None:
+            m = mu
+            vals = []
+            if have_top:
+                vals.append((it - mu) / (2.0 * (1.0 - ut)))
+            if have_bot:
+                vals.append((mu - ib) / (2.0 * (1.0 - ub)))
+            s = float(np.mean(vals))
+        else:
+            s = sigma
+            vals = []
+            if have_top:
+                vals.append(it - 2.0 * sigma * (1.0 - ut))
+            if have_bot:
+                vals.append(ib + 2.0 * sigma * (1.0 - ub))
+            m = float(np.mean(vals))
+        s = max(float(s), 0.0)
+        spikes_top = _gap_count(ev[top] - m, s, delta, 2.0 * s)[0] if have_top else 0
+        spikes_bot = _gap_count(m - ev[bot], s, delta, 2.0 * s)[0] if have_bot else 0
+    return float(m), float(s)
