@@ -91,6 +91,17 @@ def _figure(args) -> int:
         summary = figures.figure2(out, seed=args.seed, **common)
     elif args.which == "3":
         summary = figures.figure3(out, seed=args.seed, **common)
+    elif args.which in ("risk", "gd"):
+        from . import network_figures
+        from ._config import threads as thread_limit
+
+        with thread_limit(args.threads):
+            if args.which == "risk":
+                seeds = range(args.seeds) if args.seeds else None
+                summary = network_figures.figure_risk(out, quick=args.quick, seeds=seeds,
+                                                      progress=not args.no_progress)
+            else:
+                summary = network_figures.figure_gd(out, quick=args.quick, seed=args.seed)
     else:
         seeds = range(args.seeds) if args.seeds else None
         summary = figures.figure_thresholds(out, seeds=seeds, workers=args.workers, progress=not args.no_progress,
@@ -189,9 +200,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the experiment behind a figure and write DIR/figN.png, its data file and "
         "DIR/figureN_summary.json. 1: MSE_gamma against alpha for several links (d=1000, m*=10, 70 seeds); "
         "2: spectrum histograms at alpha = 5, 164, 611, 1638 (d=1000, m*=20); 3: top eigenvalues and gaps; "
-        "thresholds: predicted against empirical alpha_k. Long runs resume where they stopped.",
+        "thresholds: predicted against empirical alpha_k; risk: excess risk of the two-stage network against "
+        "alpha with random-feature and oracle baselines; gd: gradient descent on the first layer against the "
+        "top eigenvectors of T. Long runs resume where they stopped.",
     )
-    fig.add_argument("which", choices=["1", "2", "3", "thresholds"], help="which figure")
+    fig.add_argument("which", choices=["1", "2", "3", "thresholds", "risk", "gd"], help="which figure")
     fig.add_argument("--quick", action="store_true", help="smaller d and fewer seeds: under a minute")
     fig.add_argument("--out", default="hmi_fast_out", help="output folder (default ./hmi_fast_out)")
     fig.add_argument("--seeds", type=_positive_int, default=None,

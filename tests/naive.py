@@ -125,3 +125,75 @@ def gd_quadratic_reference(X, y, U0, lr, steps):
             grad -= np.outer(z, X[i]) * r / n
         U = U - lr * grad
     return U
+
+
+# ---- eigen / selection / metrics
+
+
+def topk_eigh_dense(A, k, which="LA"):
+    """The k wanted eigenpairs from a full np.linalg.eigh, in topk_eigh's order.
+
+    "LA": descending; "SA": ascending; "BE": the ceil(k/2) largest descending,
+    then the floor(k/2) smallest ascending.
+    """
+    w, U = np.linalg.eigh(np.asarray(A, dtype=np.float64))
+    d = len(w)
+    if which == "LA":
+        idx = list(range(d - 1, d - 1 - k, -1))
+    elif which == "SA":
+        idx = list(range(k))
+    else:
+        idx = list(range(d - 1, d - 1 - (k + 1) // 2, -1)) + list(range(k // 2))
+    return w[idx], U[:, idx]
+
+
+def eigenspace_projector(A, value, width):
+    """Projector onto the eigenvectors of A whose eigenvalues lie within ``width`` of ``value``."""
+    w, U = np.linalg.eigh(np.asarray(A, dtype=np.float64))
+    V = U[:, np.abs(w - value) <= width]
+    return V @ V.T
+
+
+def gap_rule_count(values_from_extreme, center, sigma, delta):
+    """The package's gap rule at one end, written plainly.
+
+    ``values_from_extreme``: the eigenvalues of one end as distances beyond the
+    bulk centre, from the most extreme inward. Keep everything up to the last
+    index i with a normalised gap (x_i - x_{i+1}) / sigma >= delta whose value
+    is beyond the bulk edge 2 sigma.
+    """
+    x = list(values_from_extreme)
+    k = 0
+    for i in range(len(x) - 1):
+        gap = (x[i] - x[i + 1]) / sigma
+        if gap >= delta and x[i] > 2 * sigma:
+            k = i + 1
+    return k
+
+
+def largest_gap_count(values_from_extreme):
+    """The rule MODEL.md warns against: keep everything before the single largest gap."""
+    x = list(values_from_extreme)
+    best, k = -1.0, 0
+    for i in range(len(x) - 1):
+        if x[i] - x[i + 1] > best:
+            best, k = x[i] - x[i + 1], i + 1
+    return k
+
+
+def edge_rule_count(values_from_extreme, sigma, margin):
+    """The bulk-edge rule at one end: values beyond 2 sigma (1 + margin) from the centre."""
+    return sum(1 for x in values_from_extreme if x > 2 * sigma * (1 + margin))
+
+
+def recovery_projector(W_hat, W_star):
+    """q_k = ||P w_k||^2 / ||w_k||^2 with the d x d projector P = W_hat W_hat^T formed explicitly."""
+    P = W_hat @ W_hat.T
+    return np.array([np.sum((P @ w) ** 2) / np.sum(w * w) for w in W_star])
+
+
+def matrix_mse_projector(W_hat, W_star):
+    """||P_hat - P*||_F^2 / m* with both d x d projectors formed explicitly (P* via pinv)."""
+    P_hat = W_hat @ W_hat.T
+    P_star = W_star.T @ np.linalg.pinv(W_star @ W_star.T) @ W_star
+    return float(np.sum((P_hat - P_star) ** 2)) / W_star.shape[0]

@@ -1,0 +1,351 @@
+"""topk_eigh against np.linalg.eigh: eigenvalues, sign-free eigenvectors, residuals, edge cases, validation."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from scipy.sparse.linalg import LinearOperator, aslinearoperator
+from threadpoolctl import threadpool_limits
+
+import hmi_fast.eigen as eigen_mod
+from hmi_fast.eigen import ConvergenceWarning, EighResult, topk_eigh
+
+from . import naive
+
+RTOL = 1e-10  # eigenvalues, relative to max |lambda|
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_blas_thread():
+    """Small matrices: one BLAS thread is faster and immune to a busy machine."""
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
+def planted(d, spikes, bulk="semicircle", seed=0):
+    """Spikes on a GOE (semicircle of radius 2) or Wishart (Marchenko-Pastur, ratio 1/4) bulk."""
+    rng = np.random.default_rng(seed)
+    if bulk == "semicircle":
+        G = rng.standard_normal((d, d))
+        B = (G + G.T) / np.sqrt(2.0 * d)
+    else:
+        X = rng.standard_normal((4 * d, d))
+        B = X.T @ X / (4 * d)
+    V = np.linalg.qr(rng.standard_normal((d, len(spikes))))[0]
+    return B + (V * np.asarray(spikes, dtype=float)) @ V.T
+
+
+def with_spectrum(values, seed=0):
+    """Symmetric matrix with the given eigenvalues and random eigenvectors."""
+    values = np.asarray(values, dtype=float)
+    U = np.linalg.qr(np.random.default_rng(seed).standard_normal((len(values), len(values))))[0]
+    A = (U * values) @ U.T
+    return (A + A.T) / 2
+
+
+def check(res, A, k, which="LA", rtol=RTOL):
+    """Values to rtol, orthonormal vectors, residuals, and eigenvectors through projectors."""
+    A = np.asarray(A, dtype=np.float64)
+    d = A.shape[0]
+    lam, _ = naive.topk_eigh_dense(A, k, which)
+    w_all = np.linalg.eigvalsh(A)
+    scale = max(float(np.abs(w_all).max()), 1e-300)
+    assert isinstance(res, EighResult)
+    assert res.values.shape == (k,) and res.vectors.shape == (d, k)
+    assert res.vectors.dtype == np.float64 and res.values.dtype == np.float64
+    assert np.abs(res.values - lam).max() <= rtol * scale + 1e-300
+    V = res.vectors
+    assert np.abs(V.T @ V - np.eye(k)).max() <= 1e-10
+    R = np.linalg.norm(A @ V - V * res.values, axis=0)
+    assert np.allclose(res.residuals, R, rtol=1e-6, atol=1e-12 * scale)
+    assert R.max() <= 1e-9 * scale + 1e-300
+    # sign/rotation-free eigenvectors: each returned group lies in its eigenspace,
+    # and equals it when the whole (near-)degenerate eigenspace was returned
+    cl = 1e-8 * scale
+    for value in np.unique(np.round(res.values / max(cl, 1e-300)) * cl):
+        mine = np.abs(res.values - value) <= 2 * cl
+        space = np.abs(w_all - value) <= 2 * cl
+        others = w_all[~space]
+        gap = np.abs(others - value).min() if others.size else scale
+        bound = 1e-8 * scale / max(gap, 1e-300) + 1e-9
+        P = naive.eigenspace_projector(A, value, 2 * cl)
+        Vg = V[:, mine]
+        assert np.linalg.norm(P @ Vg - Vg) <= bound
+        if mine.sum() == space.sum():
+            assert np.linalg.norm(Vg @ Vg.T - P) <= bound
+
+
+# ---------------------------------------------------------------- planted spectra
+
+
+@pytest.mark.parametrize("which", ["LA", "SA", "BE"])
+def test_planted_semicircle(which):
+    A = planted(300, [6.0, 4.0, 3.0, 2.6, -5.0, -3.2])
+    res = topk_eigh(A, 12, which=which, seed=1)
+    assert res.method == "lanczos" and res.converged
+    check(res, A, 12, which)
+
+
+def test_planted_marchenko_pastur():
+    A = planted(250, [4.0, 3.0, 2.5], bulk="mp", seed=3)
+    res = topk_eigh(A, 10, seed=0)
+    assert res.method == "lanczos"
+    check(res, A, 10)
+
+
+def test_real_spectral_matrix():
+    from hmi_fast import HMIModel, spectral_matrix
+
+    d = 200
+    T = spectral_matrix(HMIModel(d, m_star=20, gamma=1.3, link="he2_he4", seed=0), n=164 * d)
+    for which in ("LA", "BE"):
+        res = topk_eigh(T, 20, which=which)
+        assert res.method == "lanczos"
+        check(res, T, 20, which)
+
+
+def test_tight_cluster():
+    # four eigenvalues within 1e-5 relative among the wanted ones (ARPACK with a
+    # small subspace can return the wrong set here, scipy issue 26112)
+    d = 300
+    values = np.concatenate(
+        [[5.0, 4.0], 3.0 * (1 + 1e-5 * np.array([0.0, 0.3, 0.7, 1.0])), [2.9999], np.linspace(-2, 2, d - 7)]
+    )
+    A = with_spectrum(values, seed=4)
+    res = topk_eigh(A, 7)
+    assert res.converged
+    check(res, A, 7)
+
+
+def test_negative_spikes():
+    A = planted(300, [-6.0, -4.5, -3.0, 2.5])
+    res = topk_eigh(A, 4, which="SA")
+    check(res, A, 4, "SA")
+    assert res.values[0] < res.values[-1]  # ascending
+    res = topk_eigh(A, 6, which="BE")
+    check(res, A, 6, "BE")
+    assert res.values[0] > res.values[2] and res.values[3] < res.values[5]
+
+
+def test_repeated_eigenvalues():
+    d = 200
+    values = np.concatenate([[3.0, 3.0, 3.0, 2.0, 2.0], np.linspace(-1, 1, d - 5)])
+    A = with_spectrum(values, seed=5)
+    for k in (2, 3, 5, 6):
+        res = topk_eigh(A, k)
+        assert res.method == "lanczos"
+        check(res, A, k)
+
+
+# ---------------------------------------------------------------- edge cases
+
+
+@pytest.mark.parametrize("d", [1, 2, 3])
+def test_tiny(d):
+    A = with_spectrum(np.arange(1.0, d + 1.0), seed=d)
+    for which in ("LA", "SA"):
+        for k in range(1, d + 1):
+            res = topk_eigh(A, k, which=which)
+            assert res.method == "dense" and res.converged and res.n_iter == 0
+            check(res, A, k, which)
+    if d >= 2:
+        check(topk_eigh(A, 2, which="BE"), A, 2, "BE")
+
+
+def test_zero_matrix():
+    A = np.zeros((150, 150))
+    res = topk_eigh(A, 5)
+    assert res.method == "lanczos" and res.converged
+    assert np.all(res.values == 0) and np.all(res.residuals == 0)
+    assert np.abs(res.vectors.T @ res.vectors - np.eye(5)).max() < 1e-12
+
+
+def test_k_close_to_d_uses_dense():
+    A = planted(120, [3.0])
+    res = topk_eigh(A, 100)
+    assert res.method == "dense" and res.n_matvec == 0
+    check(res, A, 100)
+    check(topk_eigh(A, 100, which="BE"), A, 100, "BE")
+
+
+def test_linear_operator():
+    A = planted(200, [4.0, -3.0])
+    calls = {"n": 0}
+
+    def matvec(x):
+        calls["n"] += 1
+        return A @ x
+
+    op = LinearOperator(A.shape, matvec=matvec, dtype=np.float64)
+    res = topk_eigh(op, 5, which="BE")
+    check(res, A, 5, "BE")
+    assert res.n_matvec == calls["n"]  # a block of b vectors counts b
+    check(topk_eigh(aslinearoperator(A), 5), A, 5)
+    check(topk_eigh(sp.csr_matrix(A), 5), A, 5)
+
+    class MatrixFree:  # only shape and matvec
+        shape = A.shape
+
+        def matvec(self, x):
+            return A @ x
+
+    check(topk_eigh(MatrixFree(), 5, which="SA"), A, 5, "SA")
+
+
+def test_operator_dense_fallback():
+    A = planted(30, [3.0])
+    res = topk_eigh(aslinearoperator(A), 4)
+    assert res.method == "dense"
+    check(res, A, 4)
+
+
+def test_float32_computed_in_float64():
+    A32 = planted(200, [4.0, 3.0]).astype(np.float32)
+    res = topk_eigh(A32, 5)
+    assert res.values.dtype == np.float64 and res.vectors.dtype == np.float64
+    check(res, A32.astype(np.float64), 5)
+
+
+def test_determinism():
+    A = planted(200, [4.0, 3.0, -3.0])
+    r1 = topk_eigh(A, 6, which="BE", seed=7)
+    r2 = topk_eigh(A, 6, which="BE", seed=7)
+    assert np.array_equal(r1.values, r2.values) and np.array_equal(r1.vectors, r2.vectors)
+    assert r1.n_matvec == r2.n_matvec
+    r3 = topk_eigh(A, 6, which="BE", seed=8)
+    assert np.allclose(r1.values, r3.values, rtol=0, atol=1e-10 * np.abs(r1.values).max())
+    # seed=None is a fixed default
+    assert np.array_equal(topk_eigh(A, 3).values, topk_eigh(A, 3).values)
+
+
+def test_start_vectors():
+    A = planted(200, [4.0, 3.0])
+    _, U = naive.topk_eigh_dense(A, 2)
+    res = topk_eigh(A, 2, v0=U[:, 0])
+    check(res, A, 2)
+    check(topk_eigh(A, 2, v0=U, block_size=2), A, 2)
+
+
+def test_not_converged_warns():
+    A = planted(300, [3.0, 2.5])
+    with pytest.warns(ConvergenceWarning, match=r"topk_eigh: \d+ of 10 eigenpairs converged to tol=1e-10 in 2 block products \(max_iter reached\)"):
+        res = topk_eigh(A, 10, max_iter=2)
+    assert not res.converged
+    assert res.values.shape == (10,) and np.isfinite(res.values).all()
+    assert issubclass(ConvergenceWarning, UserWarning)
+
+
+def test_converged_run_is_silent():
+    A = planted(200, [4.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        topk_eigh(A, 3)
+
+
+# ---------------------------------------------------------------- validation
+
+
+@pytest.mark.parametrize(
+    "A, k, kwargs, exc, match",
+    [
+        (np.zeros(5), 1, {}, ValueError, r"^A: must be a square 2-D array, got an array with 1 dimension"),
+        (np.zeros((3, 4)), 1, {}, ValueError, r"^A: must be square, got shape \(3, 4\)"),
+        (np.zeros((3, 3), dtype=complex), 1, {}, TypeError, r"^A: unsupported dtype complex128"),
+        (np.triu(np.ones((4, 4))), 1, {}, ValueError, r"^A: is not symmetric: max\|A - A\^T\| / max\|A\| = 1 exceeds 1e-08"),
+        (np.diag([1.0, np.nan, 2.0]), 1, {}, ValueError, r"^A: contains 1 NaN or inf entries"),
+        (np.diag([1.0, np.inf, 2.0]), 1, {}, ValueError, r"^A: contains 1 NaN or inf entries"),
+        (np.eye(4), 0, {}, ValueError, r"^k: must be between 1 and d=4, got 0"),
+        (np.eye(4), 5, {}, ValueError, r"^k: must be between 1 and d=4, got 5"),
+        (np.eye(4), 2.0, {}, TypeError, r"^k: must be an integer"),
+        (np.eye(5), 5, {"which": "BE"}, ValueError, r"^k: with which='BE', ceil\(k/2\)=3 .* use k <= 4"),
+        (np.eye(4), 1, {"tol": 0.0}, ValueError, r"^tol: must be a positive finite number"),
+        (np.eye(4), 1, {"tol": -1e-3}, ValueError, r"^tol: must be a positive finite number"),
+        (np.eye(4), 1, {"which": "LM"}, ValueError, r"^which: must be one of \('LA', 'SA', 'BE'\), got 'LM'"),
+        (np.eye(4), 1, {"v0": np.ones(3)}, ValueError, r"^v0: must have shape \(4,\) or \(4, c\)"),
+        (np.eye(4), 1, {"v0": np.ones((4, 1, 1))}, ValueError, r"^v0: must have shape"),
+        (np.eye(4), 1, {"v0": np.full(4, np.nan)}, ValueError, r"^v0: contains NaN"),
+        (np.eye(4), 1, {"block_size": 0}, ValueError, r"^block_size: must be a positive integer"),
+        (np.eye(4), 1, {"max_iter": 0}, ValueError, r"^max_iter: must be a positive integer"),
+    ],
+)
+def test_validation(A, k, kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        topk_eigh(A, k, **kwargs)
+
+
+def test_symmetry_tolerance_by_dtype():
+    A = planted(80, [3.0])
+    E = np.zeros_like(A)
+    E[0, 1] = 1e-6 * np.abs(A).max()
+    with pytest.raises(ValueError, match=r"^A: is not symmetric: .* exceeds 1e-08 for float64"):
+        topk_eigh(A + E, 2)
+    topk_eigh((A + E).astype(np.float32), 2)  # within float32's 1e-5
+    with pytest.raises(ValueError, match=r"^A: is not symmetric: .* exceeds 1e-05 for float32"):
+        topk_eigh((A + 1e3 * E).astype(np.float32), 2)
+
+
+def test_operator_validation():
+    with pytest.raises(ValueError, match=r"^A: must be a square 2-D operator, got shape \(3, 4\)"):
+        topk_eigh(LinearOperator((3, 4), matvec=lambda x: x[:3], dtype=float), 1)
+    bad = LinearOperator((100, 100), matvec=lambda x: np.full(100, np.nan), dtype=float)
+    with pytest.raises(ValueError, match=r"^A: the operator returned NaN or inf"):
+        topk_eigh(bad, 2)
+
+
+# ---------------------------------------------------------------- properties
+
+
+def symmetric(draw_shape):
+    return arrays(np.float64, draw_shape, elements=st.floats(-1e3, 1e3, allow_nan=False))
+
+
+@settings(deadline=None, max_examples=25)
+@given(data=st.data())
+def test_property_dense_path(data):
+    d = data.draw(st.integers(1, 8))
+    M = data.draw(symmetric((d, d)))
+    A = (M + M.T) / 2
+    which = data.draw(st.sampled_from(["LA", "SA", "BE"]))
+    kmax = 2 * (d // 2) if which == "BE" else d
+    if kmax < 1:
+        return
+    k = data.draw(st.integers(1, kmax))
+    res = topk_eigh(A, k, which=which)
+    lam, _ = naive.topk_eigh_dense(A, k, which)
+    scale = max(np.abs(np.linalg.eigvalsh(A)).max(), 1e-300)
+    assert np.abs(res.values - lam).max() <= 1e-10 * scale + 1e-300
+    assert np.abs(res.vectors.T @ res.vectors - np.eye(k)).max() <= 1e-10
+
+
+@settings(deadline=None, max_examples=15)
+@given(data=st.data())
+def test_property_lanczos_path(data, monkeypatch_dense):
+    d = data.draw(st.integers(24, 32))
+    M = data.draw(symmetric((d, d)))
+    A = (M + M.T) / 2
+    which = data.draw(st.sampled_from(["LA", "SA", "BE"]))
+    k = data.draw(st.integers(1, 3))
+    if which == "BE":
+        k = max(k, 2)
+    res = topk_eigh(A, k, which=which, block_size=4)
+    assert res.method == "lanczos"
+    lam, _ = naive.topk_eigh_dense(A, k, which)
+    scale = max(np.abs(np.linalg.eigvalsh(A)).max(), 1e-300)
+    assert np.abs(res.values - lam).max() <= 1e-9 * scale + 1e-300
+    assert np.abs(res.vectors.T @ res.vectors - np.eye(k)).max() <= 1e-10
+    assert res.residuals.max() <= 1e-9 * scale + 1e-300
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_dense():
+    """Let small matrices go through Lanczos (the public threshold sends d <= 64 to the dense solver)."""
+    old = eigen_mod.DENSE_MAX_D
+    eigen_mod.DENSE_MAX_D = 0
+    yield
+    eigen_mod.DENSE_MAX_D = old
