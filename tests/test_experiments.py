@@ -89,7 +89,7 @@ def test_interrupted_run_resumes_without_recomputing(tmp_path, clean_run, monkey
 
 def test_config_mismatch_refused(clean_run):
     out, _ = clean_run
-    other = CurveConfig(d=61, m_star=3, gamma=1.3, alphas=CFG.alphas, seeds=(0,))
+    other = CurveConfig(d=61, m_star=3, gamma=1.3, alphas=CFG.alphas, seeds=(0,), components_per_end=6)
     with pytest.raises(ValueError, match=r"out_dir: .* holds a run with another configuration \(differs in \['d'\]\)"):
         run_curve(other, out, progress=False)
 
