@@ -136,7 +136,7 @@ class SpectralAccumulator:
     >>> rng = np.random.default_rng(0)
     >>> acc = SpectralAccumulator(5, preprocess="identity")
     >>> for _ in range(3):
-    ...     acc.update(rng.standard_normal((10, 5)), rng.standard_normal(10))
+    ...     _ = acc.update(rng.standard_normal((10, 5)), rng.standard_normal(10))
     >>> acc.n, acc.finalize().shape
     (30, (5, 5))
     """
