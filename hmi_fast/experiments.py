@@ -329,25 +329,41 @@ def mean_curve(result: CurveResult, column: str = "mse_gamma"):
 
 
 def empirical_thresholds(result: CurveResult, level: float = 0.5, column: str = "q_top_m"):
-    """Per direction k: the smallest α at which q_k exceeds ``level``, mean and s.e. over seeds.
+    """Per direction k: the α at which q_k first exceeds ``level``; mean and s.e. over seeds.
 
-    Seeds that never reach the level within the grid are left out of the
-    mean (the count used is returned), so read ``count`` before trusting a value.
+    Within a seed, the crossing is interpolated linearly in (log α, q)
+    between the last grid point below the level and the first above it, so
+    the estimate is not biased up by the grid spacing. Seeds that never reach
+    the level within the grid are left out of the mean: read ``count``
+    (seeds used per direction) before trusting a value. The large-α theory
+    predicts the crossing at ``α_k / (1 − level)`` (``q_k = 1 − α_k/α``).
     """
     seeds = sorted({r["seed"] for r in result.rows})
     m = len(result.rows[0][column])
     first = np.full((len(seeds), m), np.nan)
     for i, s in enumerate(seeds):
         rs = sorted((r for r in result.rows if r["seed"] == s), key=lambda r: r["n"])
+        la = np.log([r["alpha"] for r in rs])
+        q = np.array([r[column] for r in rs])
         for k in range(m):
-            for r in rs:
-                if r[column][k] > level:
-                    first[i, k] = r["alpha"]
-                    break
+            above = np.flatnonzero(q[:, k] > level)
+            if not len(above):
+                continue
+            j = above[0]
+            if j == 0:
+                first[i, k] = np.exp(la[0])
+            else:
+                q0, q1 = q[j - 1, k], q[j, k]
+                t = (level - q0) / (q1 - q0) if q1 > q0 else 1.0
+                first[i, k] = np.exp(la[j - 1] + t * (la[j] - la[j - 1]))
     count = np.sum(~np.isnan(first), axis=0)
-    with np.errstate(invalid="ignore"):
-        mean = np.nanmean(np.where(count > 0, first, np.nan), axis=0) if len(seeds) else np.full(m, np.nan)
-        se = np.nanstd(first, axis=0, ddof=1) / np.sqrt(np.maximum(count, 1))
+    mean = np.full(m, np.nan)
+    se = np.full(m, np.nan)
+    for k in range(m):
+        v = first[~np.isnan(first[:, k]), k]
+        if len(v):
+            mean[k] = v.mean()
+            se[k] = v.std(ddof=1) / np.sqrt(len(v)) if len(v) > 1 else np.nan
     return mean, se, count
 
 
