@@ -32,7 +32,7 @@ from .conftest import FULL
 
 N = 1_000_000 if FULL else 8192
 P = 200
-BS = _config.BLOCK_SIZE
+BS = _config.block_rows(P + 2)
 POOL = 8
 _TIMES: dict = {}
 

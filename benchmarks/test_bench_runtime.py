@@ -47,3 +47,24 @@ def test_threading_layers(benchmark):
     for name, v in res.items():
         benchmark.extra_info[name] = round(v["ratio_to_default"], 3)
         assert v["median_s"] > 0
+
+
+PEAK_RSS = (
+    "import resource, sys, hmi_fast; n, d = int(sys.argv[1]), int(sys.argv[2]); "
+    "m = hmi_fast.HMIModel(d, 20, 1.3, link='he2_he4', seed=0); hmi_fast.spectral_matrix(m, n=n); "
+    "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+)
+
+
+def test_stream_peak_rss(benchmark):
+    """Peak resident memory of a fresh process streaming T from a model (Figure 2 at α = 1638)."""
+    benchmark.group = "memory|stream from model"
+    n, d = (1_638_000, 1000) if FULL else (8192, 200)
+
+    def run():
+        out = subprocess.run([sys.executable, "-c", PEAK_RSS, str(n), str(d)], capture_output=True, text=True, check=True)
+        return int(out.stdout.strip().splitlines()[-1]) / 1024
+
+    peak_mb = benchmark.pedantic(run, rounds=1, iterations=1)
+    benchmark.extra_info["peak_rss_MB"] = round(peak_mb, 1)
+    assert peak_mb > 0

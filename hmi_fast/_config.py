@@ -10,7 +10,12 @@ BLAS call that follows needs, so the BLAS-3 part runs at one-core speed.
 Environment overrides
 ---------------------
 ``HMI_FAST_BLOCK_SIZE``
-    Rows per streaming block (default 2048).
+    Rows per streaming block. Default: as many rows as fit in
+    ``HMI_FAST_BLOCK_BYTES`` (32 MiB) at the block's width and dtype, at
+    least 256 — 4096 float64 rows at d = 1000. Larger blocks give the BLAS
+    longer rank-k updates; see ``docs/benchmarks.md``.
+``HMI_FAST_BLOCK_BYTES``
+    Memory of one block buffer when the block size is not set.
 ``HMI_FAST_CACHE``
     ``0`` disables numba's on-disk cache (default on).
 ``OMP_WAIT_POLICY``
@@ -49,8 +54,28 @@ def _env_int(name: str, default: int) -> int:
     return out
 
 
-#: default number of rows per streaming block.
-BLOCK_SIZE = _env_int("HMI_FAST_BLOCK_SIZE", 2048)
+#: rows per streaming block when set by the environment (None: sized by BLOCK_BYTES).
+BLOCK_SIZE = _env_int("HMI_FAST_BLOCK_SIZE", 0) or None
+
+#: bytes of one block buffer when the block size is not given.
+BLOCK_BYTES = _env_int("HMI_FAST_BLOCK_BYTES", 32 * 2**20)
+
+
+def block_rows(d: int, dtype=None, block_size: int | None = None) -> int:
+    """Rows per block: ``block_size`` if given, else ``HMI_FAST_BLOCK_SIZE``, else sized by ``BLOCK_BYTES``."""
+    if block_size is not None:
+        if isinstance(block_size, bool) or not isinstance(block_size, int) and not hasattr(block_size, "__index__"):
+            raise TypeError(f"block_size: must be an integer >= 1, got {block_size!r}")
+        if int(block_size) < 1:
+            raise ValueError(f"block_size: must be an integer >= 1, got {block_size}")
+        return int(block_size)
+    if BLOCK_SIZE is not None:
+        return BLOCK_SIZE
+    import numpy as np
+
+    item = np.dtype(np.float64 if dtype is None else dtype).itemsize
+    rows = BLOCK_BYTES // max(1, int(d) * item)
+    return int(max(256, min(1 << 16, rows // 256 * 256)))
 
 
 def jit(**kwargs):

@@ -96,6 +96,17 @@ def _pack_cols(X, w, dest, buf, nt):
     return -1 if first == n else first
 
 
+@jit(parallel=True)
+def _add_upper(S, C, nt):
+    """S[i, j] += C[i, j] on the upper triangle (i <= j) of F-ordered d×d arrays."""
+    d = S.shape[0]
+    for t in prange(nt):
+        # columns dealt round-robin so the triangle's work is balanced
+        for j in range(t, d, nt):
+            for i in range(j + 1):
+                S[i, j] += C[i, j]
+
+
 def _syrk_func(dtype):
     return blas.dsyrk if dtype == np.float64 else blas.ssyrk
 
@@ -117,6 +128,7 @@ class SpectralAccumulator:
     block_size : int, optional
         Capacity of the packing buffer; larger updates are processed in
         chunks of this many rows (memory: ``block_size × d`` of ``dtype``).
+        Default: 32 MiB of rows (see :func:`hmi_fast._config.block_rows`).
 
     Attributes
     ----------
@@ -153,8 +165,7 @@ class SpectralAccumulator:
                 raise ValueError(f"center: must be True, False or a finite number, got {center!r}")
             self.shift = mu
         self.center = center
-        bs = _config.BLOCK_SIZE if block_size is None else check_positive_int(block_size, "block_size")
-        self.block_size = bs
+        self.block_size = _config.block_rows(self.d, self.dtype, block_size)
         self.n = 0
         self._wsum = 0.0
         self._w2sum = 0.0
@@ -198,7 +209,7 @@ class SpectralAccumulator:
             syrk(-1.0, buf[cap - q :].T, beta=beta, c=c, trans=0, lower=0, overwrite_c=1)
             beta = 1.0
         if beta:
-            np.add(self._sum, c, out=self._sum)
+            _add_upper(self._sum, c, numba.get_num_threads())
 
     # --------------------------------------------------------------- public
     def update(self, X_block, y_block) -> "SpectralAccumulator":

@@ -98,6 +98,12 @@ WHICH = ("LA", "SA", "BE")
 #: matrices up to this size always go to the dense solver.
 DENSE_MAX_D = 64
 
+#: with method="auto", dense matrices below this size go to LAPACK: measured
+#: crossover of Lanczos (tol 1e-10) against eigh(subset_by_index) on
+#: spectral matrices, 2-core machine (docs/benchmarks.md). "BE" needs two
+#: LAPACK calls, so its crossover is lower.
+DENSE_AUTO_D = {"LA": 2800, "SA": 2800, "BE": 2000}
+
 #: relative asymmetry max|A - A^T| / max|A| tolerated, per dtype.
 SYMMETRY_RTOL = {np.dtype(np.float64): 1e-8, np.dtype(np.float32): 1e-5}
 
@@ -382,7 +388,8 @@ def _check_v0(v0, d):
 # ---------------------------------------------------------------- public function
 
 
-def topk_eigh(A, k, *, which="LA", tol=1e-10, max_iter=None, block_size=None, seed=None, v0=None) -> EighResult:
+def topk_eigh(A, k, *, which="LA", tol=1e-10, max_iter=None, block_size=None, seed=None, v0=None,
+              method="auto") -> EighResult:
     """The ``k`` extreme eigenpairs of a symmetric matrix or operator.
 
     Thick-restart block Lanczos with full reorthogonalisation and locking;
@@ -415,6 +422,13 @@ def topk_eigh(A, k, *, which="LA", tol=1e-10, max_iter=None, block_size=None, se
     v0 : ndarray of shape (d,) or (d, c), optional
         Start vector(s), completed with random columns to ``block_size``
         (``c > block_size`` widens the block to ``c``).
+    method : {"auto", "lanczos", "dense"}
+        ``"auto"`` uses LAPACK (``scipy.linalg.eigh`` on index subsets) for
+        dense matrices with ``d < DENSE_AUTO_D[which]`` — below that size it
+        was measured faster than Lanczos on spectral matrices (see
+        ``docs/benchmarks.md``) — and Lanczos otherwise; ``"lanczos"`` forces
+        Lanczos except where it makes no sense (tiny d, k close to d);
+        ``"dense"`` forces LAPACK.
 
     Returns
     -------
@@ -438,6 +452,8 @@ def topk_eigh(A, k, *, which="LA", tol=1e-10, max_iter=None, block_size=None, se
     """
     if which not in WHICH:
         raise ValueError(f"which: must be one of {WHICH}, got {which!r}")
+    if method not in ("auto", "lanczos", "dense"):
+        raise ValueError(f"method: must be 'auto', 'lanczos' or 'dense', got {method!r}")
     op = _as_operator(A)
     d = op.d
     if d == 0:
@@ -462,7 +478,8 @@ def topk_eigh(A, k, *, which="LA", tol=1e-10, max_iter=None, block_size=None, se
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(0 if seed is None else seed)
     n_top, n_bot = {"LA": (k, 0), "SA": (0, k), "BE": ((k + 1) // 2, k // 2)}[which]
     m_max = min(_subspace_size(k, b), b * ((d - k - b) // b))
-    if d <= DENSE_MAX_D or 3 * k > d or m_max < k + 3 * b:
+    auto_dense = method == "auto" and op.kind == "dense" and d < DENSE_AUTO_D[which]
+    if method == "dense" or auto_dense or d <= DENSE_MAX_D or 3 * k > d or m_max < k + 3 * b:
         return _dense(op, n_top, n_bot)
     P0 = rng.standard_normal((d, b))
     if V0 is not None:
@@ -501,6 +518,10 @@ def _dense_kernel(op, n_top, n_bot):
         lam, V = lam[::-1], V[:, ::-1]
     elif n_top == 0:
         lam, V = sla.eigh(M, subset_by_index=[0, n_bot - 1], check_finite=False)
+    elif 3 * (n_top + n_bot) < d:  # two subset calls cost less than all pairs
+        lt, Vt = sla.eigh(M, subset_by_index=[d - n_top, d - 1], check_finite=False)
+        lb, Vb = sla.eigh(M, subset_by_index=[0, n_bot - 1], check_finite=False)
+        lam, V = np.concatenate([lt[::-1], lb]), np.hstack([Vt[:, ::-1], Vb])
     else:
         w, U = sla.eigh(M, check_finite=False)
         idx = np.concatenate([np.arange(d - 1, d - 1 - n_top, -1), np.arange(n_bot)])

@@ -25,16 +25,17 @@ def _check_checkpoints(checkpoints, n_total):
 
 def _one_pass(source, y, *, checkpoints, preprocess, center, block_size, dtype, n):
     """Yield ``(n_j, T_j)`` at each checkpoint; with ``checkpoints=None``, once at the end."""
-    bs = _config.BLOCK_SIZE if block_size is None else check_positive_int(block_size, "block_size")
+    if block_size is not None:
+        check_positive_int(block_size, "block_size")
     compute = None if dtype is None else check_dtype(dtype)
-    blocks, d, n_total, src_dtype, post = open_source(source, y, n=n, block_size=bs, dtype=compute)
+    blocks, d, n_total, src_dtype, post = open_source(source, y, n=n, block_size=block_size, dtype=compute)
     cps = None if checkpoints is None else _check_checkpoints(checkpoints, n_total)
     compute = compute if compute is not None else src_dtype
     acc = None
     k = 0
     for Xb, yb, row0 in blocks:
         if acc is None:
-            acc = _new_accumulator(Xb, d, compute, preprocess, center, bs)
+            acc = _new_accumulator(Xb, d, compute, preprocess, center, block_size)
         lo, rows = 0, len(Xb)
         while cps is not None and k < len(cps) and row0 + rows >= cps[k]:
             cut = cps[k] - row0
@@ -128,7 +129,7 @@ def spectral_matrix(
         Subtract μ from the weights (MODEL.md §3): a float, or ``True`` for
         the mean of τ over the first block.
     block_size : int, optional
-        Rows per block (default ``HMI_FAST_BLOCK_SIZE`` or 2048).
+        Rows per block (default: ``HMI_FAST_BLOCK_SIZE``, or 32 MiB of rows).
     dtype : np.float32 or np.float64, optional
         Precision of the block products (default: the data's; float64 for
         integer data and models). The sum across blocks and the returned T

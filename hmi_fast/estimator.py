@@ -100,7 +100,8 @@ class SpectralEstimator:
     def __sklearn_tags__(self):  # scikit-learn >= 1.6
         from sklearn.utils import Tags, TargetTags, TransformerTags
 
-        tags = Tags(estimator_type=None, target_tags=TargetTags(required=True), transformer_tags=TransformerTags())
+        tags = Tags(estimator_type=None, target_tags=TargetTags(required=True),
+                    transformer_tags=TransformerTags(preserves_dtype=["float64", "float32"]))
         tags.input_tags.allow_nan = False
         return tags
 
@@ -149,9 +150,8 @@ class SpectralEstimator:
     def fit_stream(self, source, y=None, n=None) -> "SpectralEstimator":
         """Fit from any source the engine accepts: a model (with n), a .npy path, a memmap, an iterable."""
         self._check_params()
-        bs = self.block_size or _config.BLOCK_SIZE
         dtype = None if self.dtype is None else check_dtype(self.dtype)
-        blocks, d, _, src_dtype, post = open_source(source, y, n=n, block_size=bs, dtype=dtype)
+        blocks, d, _, src_dtype, post = open_source(source, y, n=n, block_size=self.block_size, dtype=dtype)
         acc = None
         for Xb, yb, _ in blocks:
             if acc is None:

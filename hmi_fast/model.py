@@ -207,8 +207,8 @@ class HMIModel:
         next iteration.
         """
         n = check_positive_int(n, "n")
-        bs = _config.BLOCK_SIZE if block_size is None else check_positive_int(block_size, "block_size")
         dtype = check_dtype(dtype, "dtype")
+        bs = _config.block_rows(self.d, dtype, block_size)
         return _ModelStream(self, start, n, bs, dtype)
 
 

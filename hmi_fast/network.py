@@ -218,7 +218,7 @@ class SpectralTwoLayer:
         else:
             self.spectral_ = self._new_spectral().fit(X[:n1], y[:n1])
             directions = self.spectral_.components_
-        bs = _config.BLOCK_SIZE
+        bs = _config.block_rows(d)
         blocks = ((X[lo:lo + bs], y[lo:lo + bs]) for lo in range(n1, n1 + n2, bs))
         return self._fit_readout(directions, d, blocks, n1)
 
@@ -229,7 +229,7 @@ class SpectralTwoLayer:
         the readout, in one pass with memory bounded by the block.
         """
         self._check_params()
-        bs = _config.BLOCK_SIZE
+        bs = _config.block_rows(getattr(source, "d", 1000))
         fixed = isinstance(self.spectral, np.ndarray)
         if isinstance(source, HMIModel):
             if y is not None:
@@ -341,7 +341,7 @@ class SpectralTwoLayer:
         """``f(x) = b + Σ_j v_j φ_j(x)`` for the rows of ``X`` (float64, computed in blocks)."""
         X = self._check_X(X)
         out = np.empty(X.shape[0])
-        bs = _config.BLOCK_SIZE
+        bs = _config.block_rows(X.shape[1])
         for lo in range(0, X.shape[0], bs):
             out[lo:lo + bs] = self._features(X[lo:lo + bs]) @ self.coef_ + self.intercept_
         return out

@@ -119,7 +119,7 @@ class NormalEquations:
     p : int
         Number of features (0 allowed: an intercept-only readout).
     block_size : int, optional
-        Rows packed per BLAS call (default ``HMI_FAST_BLOCK_SIZE``); memory is
+        Rows packed per BLAS call (default: 32 MiB of rows, see ``hmi_fast._config.block_rows``); memory is
         ``block_size × (p + 2)`` float64 plus the ``(p+2)²`` accumulator.
 
     Examples
@@ -136,8 +136,7 @@ class NormalEquations:
 
     def __init__(self, p, *, block_size=None):
         self.p = check_positive_int(p, "p", minimum=0)
-        bs = _config.BLOCK_SIZE if block_size is None else check_positive_int(block_size, "block_size")
-        self.block_size = bs
+        self.block_size = _config.block_rows(max(self.p, 1) + 2, np.float64, block_size)
         self.n = 0
         self.shift = None  # feature shift c (p,), set from the first block
         self.yshift = 0.0

@@ -12,6 +12,7 @@ from typing import Iterator
 
 import numpy as np
 
+from . import _config
 from ._validation import check_float_array, check_positive_int
 from .model import HMIModel
 
@@ -137,7 +138,7 @@ def _iterable_blocks(source, n) -> Iterator:
         raise ValueError(f"n: the source ended after {row} rows, fewer than n={n}")
 
 
-def open_source(source, y=None, *, n=None, block_size: int, dtype=None):
+def open_source(source, y=None, *, n=None, block_size: int | None = None, dtype=None):
     """Resolve ``source`` into ``(blocks, d, n_total, dtype, post)``.
 
     ``n_total`` is ``None`` for iterables of unknown length; ``dtype`` is the
@@ -153,6 +154,7 @@ def open_source(source, y=None, *, n=None, block_size: int, dtype=None):
         if n is None:
             raise ValueError("n: required when the source is an HMIModel (how many rows to stream)")
         dt = np.dtype(np.float64 if dtype is None else dtype)
+        block_size = _config.block_rows(source.d, dt, block_size)
         return _model_latent_blocks(source, n, block_size, dt), source.d, n, dt, source.rotate
     if isinstance(source, (str, os.PathLike)):
         if y is None:
@@ -165,6 +167,7 @@ def open_source(source, y=None, *, n=None, block_size: int, dtype=None):
         _check_nonempty(total, shape[1])
         f, _, dt, _, _ = _open_npy(source, "X")
         f.close()
+        block_size = _config.block_rows(shape[1], dtype or dt, block_size)
         return _npy_blocks(source, y, total, block_size), shape[1], total, dt, _identity
     if isinstance(source, np.ndarray) or hasattr(source, "__array__") and not hasattr(source, "__next__"):
         if y is None:
@@ -173,6 +176,7 @@ def open_source(source, y=None, *, n=None, block_size: int, dtype=None):
         y = _load_labels(y, X.shape[0])
         total = _check_n(n, X.shape[0])
         _check_nonempty(total, X.shape[1])
+        block_size = _config.block_rows(X.shape[1], dtype or X.dtype, block_size)
         return _array_blocks(X, y, total, block_size), X.shape[1], total, X.dtype, _identity
     if hasattr(source, "__iter__"):
         if y is not None:

@@ -14,7 +14,15 @@ from scipy.sparse.linalg import LinearOperator, aslinearoperator
 from threadpoolctl import threadpool_limits
 
 import hmi_fast.eigen as eigen_mod
-from hmi_fast.eigen import ConvergenceWarning, EighResult, topk_eigh
+from hmi_fast.eigen import ConvergenceWarning, EighResult
+from hmi_fast.eigen import topk_eigh as _topk_eigh
+
+
+def topk_eigh(*args, **kwargs):
+    """These tests exercise the Lanczos path: the small matrices here would go to LAPACK under method="auto"."""
+    kwargs.setdefault("method", "lanczos")
+    return _topk_eigh(*args, **kwargs)
+
 
 from . import naive
 
@@ -349,3 +357,16 @@ def monkeypatch_dense():
     eigen_mod.DENSE_MAX_D = 0
     yield
     eigen_mod.DENSE_MAX_D = old
+
+
+def test_auto_method_picks_lapack_below_the_crossover():
+    rng = np.random.default_rng(3)
+    G = rng.standard_normal((300, 300))
+    A = (G + G.T) / 2
+    auto = _topk_eigh(A, 6, which="BE")
+    lz = topk_eigh(A, 6, which="BE")
+    assert auto.method == "dense" and lz.method == "lanczos"
+    assert np.allclose(auto.values, lz.values, rtol=0, atol=1e-10 * np.abs(auto.values).max())
+    assert _topk_eigh(A, 6, method="dense").method == "dense"
+    with pytest.raises(ValueError, match=r"method: must be 'auto', 'lanczos' or 'dense'"):
+        _topk_eigh(A, 6, method="arpack")
