@@ -134,7 +134,10 @@ def _curve(args) -> int:
     for row in zip(a, mean, se, pred.mse):
         print(f"{row[0]:10.2f} {row[1]:10.4f} {row[2]:8.4f} {row[3]:8.4f}")
     law = scaling_law(args.gamma, args.m_star)
-    print(f"fitted slope {fit_slope(a, mean):.3f}; predicted discovery exponent {law.exponent:.3f} ({law.regime})")
+    th = pred.thresholds.alpha
+    lo, hi = 2 * th[0], min(th[-1], a[-1])
+    print(f"fitted slope in the discovery regime (alpha in [{lo:.3g}, {hi:.3g}]): {fit_slope(a, mean, lo, hi):.3f}; "
+          f"theory curve there: {fit_slope(a, pred.mse, lo, hi):.3f}; asymptotic exponent {law.exponent:.3f} ({law.regime})")
     print(f"tables written to {args.out}/curve.csv and {args.out}/recovery.csv")
     return 0
 
