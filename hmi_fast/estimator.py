@@ -135,15 +135,15 @@ class SpectralEstimator:
         acc.update(X, y)
         return self._finish(acc, _identity)
 
-    def partial_fit(self, X_block, y_block) -> "SpectralEstimator":
-        """Add one block and refresh the estimate (T is kept, so blocks may come one at a time)."""
+    def partial_fit(self, X, y) -> "SpectralEstimator":
+        """Add one block of rows and refresh the estimate (T is kept, so blocks may come one at a time)."""
         self._check_params()
-        X, y = _check_Xy(X_block, y_block)
+        X, y = _check_Xy(X, y)
         acc = getattr(self, "_acc", None)
         if acc is None:
             acc = self._new_accumulator(X.shape[1], X.dtype)
         elif X.shape[1] != acc.d:
-            raise ValueError(f"X: has {X.shape[1]} features, but the estimator was fitted with {acc.d}")
+            raise ValueError(f"X has {X.shape[1]} features, but SpectralEstimator is expecting {acc.d} features as input")
         acc.update(X, y)
         return self._finish(acc, _identity)
 
@@ -199,9 +199,11 @@ class SpectralEstimator:
         """Project X on the estimated subspace: ``X @ components_.T``."""
         if not hasattr(self, "components_"):
             raise _not_fitted()
-        X = check_float_array(X, "X", 2)
+        X = _check_X(X)
         if X.shape[1] != self.n_features_in_:
-            raise ValueError(f"X: has {X.shape[1]} features, but the estimator was fitted with {self.n_features_in_}")
+            raise ValueError(
+                f"X has {X.shape[1]} features, but SpectralEstimator is expecting {self.n_features_in_} features as input"
+            )
         if not np.all(np.isfinite(X)):
             raise ValueError("X: contains NaN or inf; remove or impute them before transform")
         return X @ self.components_.T.astype(X.dtype, copy=False)
@@ -237,13 +239,42 @@ def _same(a, b) -> bool:
         return a is b
 
 
+def _check_X(X):
+    """2-D real float array; sparse, complex and 1-D input get scikit-learn's wording."""
+    import scipy.sparse as sp
+
+    if sp.issparse(X):
+        raise TypeError("X: sparse input is not supported; pass a dense array, e.g. X.toarray()")
+    X = np.asarray(X)
+    if np.iscomplexobj(X):
+        raise ValueError("X: Complex data not supported; pass real float32 or float64 values")
+    if X.dtype == object:
+        try:
+            X = X.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"X: object array that is not numeric ({exc}); convert to np.float32 or np.float64") from None
+    if X.ndim != 2:
+        raise ValueError(
+            f"X: expected a 2-D array of shape (n_samples, n_features), got shape {X.shape}. Reshape your data "
+            "with X.reshape(-1, 1) for a single feature or X.reshape(1, -1) for a single sample"
+        )
+    return check_float_array(X, "X", 2)
+
+
 def _check_Xy(X, y):
-    X = check_float_array(X, "X", 2)
-    y = check_float_array(np.asarray(y).reshape(-1) if np.ndim(y) == 2 and np.shape(y)[1] == 1 else y, "y", 1)
+    if y is None:
+        raise ValueError("y: SpectralEstimator requires y to be passed, but the target y is None")
+    X = _check_X(X)
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y.reshape(-1)
+    if y.dtype == object:
+        y = y.astype(np.float64)
+    y = check_float_array(y, "y", 1)
     if X.shape[0] != y.shape[0]:
         raise ValueError(f"X and y: lengths differ ({X.shape[0]} rows in X, {y.shape[0]} labels in y)")
     if X.shape[0] == 0:
-        raise ValueError("X: has no rows; the estimator needs at least one sample")
+        raise ValueError(f"X: 0 sample(s) (shape={X.shape}) while a minimum of 1 is required.")
     if X.shape[1] == 0:
-        raise ValueError("X: has no columns (d = 0); the estimator needs at least one feature")
+        raise ValueError(f"X: 0 feature(s) (shape={X.shape}) while a minimum of 1 is required.")
     return X, y
