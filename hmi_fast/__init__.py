@@ -4,7 +4,7 @@ from ._config import threads  # noqa: I001  (first: sets the OpenMP wait policy 
 from . import metrics, theory
 from .accumulate import SpectralAccumulator
 from .eigen import ConvergenceWarning, EighResult, topk_eigh
-from .engine import spectral_matrices, spectral_matrix
+from .engine import accumulate, spectral_matrices, spectral_matrix
 from .estimator import SpectralEstimator
 from .model import HMIModel, coefficients
 from .preprocess import Preprocess, clip
@@ -20,6 +20,7 @@ __all__ = [
     "Selection",
     "SpectralAccumulator",
     "SpectralEstimator",
+    "accumulate",
     "clip",
     "coefficients",
     "metrics",

@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import numba
 from numba import prange, uint64, int64
 
 from ._config import jit

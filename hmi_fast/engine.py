@@ -6,7 +6,6 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from . import _config
 from ._validation import check_dtype, check_positive_int
 from .accumulate import SpectralAccumulator
 from .sources import open_source
@@ -54,6 +53,30 @@ def _one_pass(source, y, *, checkpoints, preprocess, center, block_size, dtype, 
         yield acc.n, post(acc.finalize())
     elif k < len(cps):
         raise ValueError(f"checkpoints: the data ended after {acc.n} rows, before checkpoint {cps[k]}")
+
+
+def accumulate(source, y=None, *, preprocess="saturating", center=False, block_size=None, dtype=None, n=None):
+    """One pass over ``source`` into a :class:`SpectralAccumulator`; returns ``(acc, to_T)``.
+
+    ``to_T(acc.finalize())`` is T. For a model source the accumulator holds
+    latent-frame sums and ``to_T`` rotates them (docs/model.md); otherwise it
+    is the identity. Use this when you need the accumulator's moments
+    (``weight_mean``, ``weight_sq_mean``) or want to keep updating it.
+    Arguments as in :func:`spectral_matrix`.
+    """
+    if block_size is not None:
+        check_positive_int(block_size, "block_size")
+    compute = None if dtype is None else check_dtype(dtype)
+    blocks, d, _, src_dtype, post = open_source(source, y, n=n, block_size=block_size, dtype=compute)
+    compute = compute if compute is not None else src_dtype
+    acc = None
+    for Xb, yb, _ in blocks:
+        if acc is None:
+            acc = _new_accumulator(Xb, d, compute, preprocess, center, block_size)
+        acc.update(Xb, yb)
+    if acc is None or acc.n == 0:
+        raise ValueError("X: has no rows; T needs at least one sample")
+    return acc, post
 
 
 def _new_accumulator(Xb, d, compute, preprocess, center, bs):

@@ -6,12 +6,11 @@ import numbers
 
 import numpy as np
 
-from . import _config
 from ._validation import check_dtype, check_float_array
 from .accumulate import SpectralAccumulator
 from .eigen import topk_eigh
 from .selection import select_components
-from .sources import open_source
+from .engine import accumulate
 
 RULES = ("gap", "edge")
 
@@ -150,19 +149,8 @@ class SpectralEstimator:
     def fit_stream(self, source, y=None, n=None) -> "SpectralEstimator":
         """Fit from any source the engine accepts: a model (with n), a .npy path, a memmap, an iterable."""
         self._check_params()
-        dtype = None if self.dtype is None else check_dtype(self.dtype)
-        blocks, d, _, src_dtype, post = open_source(source, y, n=n, block_size=self.block_size, dtype=dtype)
-        acc = None
-        for Xb, yb, _ in blocks:
-            if acc is None:
-                Xb = np.asarray(Xb)
-                width = d if d is not None else Xb.shape[1] if Xb.ndim == 2 else None
-                if width is None:
-                    raise ValueError(f"X: expected 2-D blocks of shape (n_samples, n_features), got shape {Xb.shape}")
-                acc = self._new_accumulator(width, src_dtype or Xb.dtype)
-            acc.update(Xb, yb)
-        if acc is None or acc.n == 0:
-            raise ValueError("X: has no rows; the estimator needs at least one sample")
+        acc, post = accumulate(source, y, n=n, preprocess=self.preprocess, center=self.center,
+                               block_size=self.block_size, dtype=self.dtype)
         return self._finish(acc, post)
 
     def _finish(self, acc: SpectralAccumulator, post) -> "SpectralEstimator":

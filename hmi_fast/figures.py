@@ -143,8 +143,8 @@ def figure2(out_dir, *, quick=False, seed=0, dtype="float64", threads=None, alph
 def figure3(out_dir, *, quick=False, seed=0, dtype="float64", threads=None, alpha=1638.0, n_top=40) -> dict:
     """The top eigenvalues of T and their gaps (log scale), with the selection threshold."""
     from ._config import threads as thread_limit
-    from .accumulate import SpectralAccumulator
     from .eigen import topk_eigh
+    from .engine import accumulate
     from .metrics import recovery
     from .selection import select_components
 
@@ -153,11 +153,8 @@ def figure3(out_dir, *, quick=False, seed=0, dtype="float64", threads=None, alph
     model = HMIModel(d, 20, 1.3, link="he2_he4", seed=seed)
     n = int(round(alpha * d))
     with thread_limit(threads):
-        acc = SpectralAccumulator(d, dtype=dtype)
-        for lo in range(0, n, acc.block_size):
-            G, yb = model.latent_rows(lo, min(n, lo + acc.block_size))
-            acc.update(G, yb)
-        T = model.rotate(acc.finalize())
+        acc, to_T = accumulate(model, n=n, dtype=dtype)
+        T = to_T(acc.finalize())
         res = topk_eigh(T, n_top, which="LA")
     sel = select_components(res.values, d=d, n=n, rule="gap", which="LA",
                             tau_mean=acc.weight_mean, tau_sq_mean=acc.weight_sq_mean)
