@@ -54,3 +54,14 @@ def first_nonfinite_row(X: np.ndarray) -> int:
     if not bad.any():
         return -1
     return int(np.argmax(bad))
+
+
+def not_fitted(name: str, methods: str) -> Exception:
+    """The error for using an estimator before fitting (scikit-learn's NotFittedError when available)."""
+    msg = f"{name}: not fitted yet; call {methods} first"
+    try:
+        from sklearn.exceptions import NotFittedError
+
+        return NotFittedError(msg)
+    except ImportError:  # scikit-learn is optional
+        return AttributeError(msg)

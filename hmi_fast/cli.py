@@ -70,7 +70,7 @@ def _demo(args) -> int:
     print(f"  top-{2 * per_end} eigenpairs ({res.method})  {t3 - t2:7.2f} s")
     print(f"  selection + metrics    {t4 - t3:7.2f} s")
     top = res.values[: min(args.top, len(res.values))]
-    print(f"  top eigenvalues: " + " ".join(f"{v:.4f}" for v in top))
+    print("  top eigenvalues: " + " ".join(f"{v:.4f}" for v in top))
     print(f"  bulk: centre {sel.bulk_center:.4f}, edges ({sel.bulk_edges[0]:.4f}, {sel.bulk_edges[1]:.4f})")
     print(f"  k_hat = {sel.n_components} (gap rule; edge rule: {sel.n_components_edge})")
     print("  recovery q_k of each true direction: " + " ".join(f"{v:.2f}" for v in q))

@@ -6,7 +6,7 @@ import numbers
 
 import numpy as np
 
-from ._validation import check_dtype, check_float_array
+from ._validation import check_dtype, check_float_array, not_fitted
 from .accumulate import SpectralAccumulator
 from .eigen import topk_eigh
 from .selection import select_components
@@ -207,13 +207,7 @@ class SpectralEstimator:
 
 
 def _not_fitted():
-    msg = "SpectralEstimator: not fitted yet; call fit, partial_fit or fit_stream first"
-    try:
-        from sklearn.exceptions import NotFittedError
-
-        return NotFittedError(msg)
-    except ImportError:  # scikit-learn is optional
-        return AttributeError(msg)
+    return not_fitted("SpectralEstimator", "fit, partial_fit or fit_stream")
 
 
 def _identity(T):

@@ -18,25 +18,10 @@ import numpy as np
 from . import theory
 from .experiments import CurveConfig, empirical_thresholds, fit_slope, mean_curve, run_curve, spectra
 from .model import HMIModel
+from ._plotting import plt as _plt, save as _save
 
 FIG2_ALPHAS = (5.0, 164.0, 611.0, 1638.0)
 FIG1_LINKS = ("he2", "he2_he4", "abs", "relu")
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=130, bbox_inches="tight")
-    _plt().close(fig)
-    return path
 
 
 # ------------------------------------------------------------------ Figure 1

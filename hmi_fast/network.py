@@ -27,7 +27,7 @@ from numba import prange
 
 from . import _config
 from ._config import jit
-from ._validation import check_float_array, check_positive_int
+from ._validation import check_float_array, check_positive_int, not_fitted
 from .model import HMIModel
 from .ridge import NormalEquations, check_ridge
 
@@ -390,13 +390,7 @@ def _is_spectral_estimator(obj) -> bool:
 
 
 def _not_fitted():
-    msg = "SpectralTwoLayer: not fitted yet; call fit or fit_stream first"
-    try:
-        from sklearn.exceptions import NotFittedError
-
-        return NotFittedError(msg)
-    except ImportError:  # scikit-learn is optional
-        return AttributeError(msg)
+    return not_fitted("SpectralTwoLayer", "fit or fit_stream")
 
 
 def random_directions(p: int, d: int, seed=None) -> np.ndarray:

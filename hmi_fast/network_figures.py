@@ -16,25 +16,10 @@ import numpy as np
 from . import theory
 from .model import HMIModel
 from .network import SpectralTwoLayer, excess_risk, gd_first_layer, random_directions
+from ._plotting import plt as _plt, save as _save
 
 RISK_COLUMNS = ("seed", "alpha", "n", "k_hat", "mse_gamma", "mse_gamma_theory", "risk_spectral", "risk_oracle",
                 "risk_random_features", "target_variance")
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=130, bbox_inches="tight")
-    _plt().close(fig)
-    return path
 
 
 def _mse_gamma(components: np.ndarray, model: HMIModel) -> float:
