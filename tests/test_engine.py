@@ -344,3 +344,21 @@ def test_weight_moments_and_state_roundtrip(tmp_path, data):
     assert back.n == whole.n
     assert rel_err(back.finalize(), whole.finalize()) < 1e-13
     assert np.isclose(back.weight_sq_mean, whole.weight_sq_mean, rtol=1e-12)
+
+
+def test_file_and_iterable_errors(tmp_path, data):
+    X, y = data
+    path = tmp_path / "X.npy"
+    np.save(path, X)
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2])  # the header promises 1500 rows
+    with pytest.raises(ValueError, match=r"X: .* is truncated \(file ends before row \d+\); the header says 1500 rows"):
+        spectral_matrix(path, y)
+    with pytest.raises(ValueError, match=r"y: required when X is a file path"):
+        spectral_matrix(path)
+    with pytest.raises(ValueError, match=r"n: the source ended after 200 rows, fewer than n=500"):
+        spectral_matrix([(X[:200], y[:200])], n=500)
+    with pytest.raises(TypeError, match=r"source: an iterable source must yield \(X_block, y_block\) pairs"):
+        spectral_matrix([X[:10]])
+    with pytest.raises(ValueError, match=r"X and y: lengths differ \(1500 rows in X, 10 labels in y\)"):
+        spectral_matrix(X, y[:10])
