@@ -78,7 +78,6 @@ d. ``benchmarks/test_bench_eigen.py`` measures it.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import numbers
 import warnings
@@ -86,14 +85,19 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg as sla
-import scipy.sparse as sp
-from numba import prange
 
-from ._config import jit
+from ._operator import (  # noqa: F401  (SYMMETRY_RTOL re-exported)
+    SYMMETRY_RTOL,
+    WHICH,
+    _as_operator,
+    _blas_num_threads,
+    _blas_threads,
+    _check_k,
+    _check_v0,
+)
 
 __all__ = ["ConvergenceWarning", "EighResult", "topk_eigh"]
 
-WHICH = ("LA", "SA", "BE")
 
 #: matrices up to this size always go to the dense solver.
 DENSE_MAX_D = 64
@@ -104,10 +108,6 @@ DENSE_MAX_D = 64
 #: LAPACK calls, so its crossover is lower.
 DENSE_AUTO_D = {"LA": 2800, "SA": 2800, "BE": 2000}
 
-#: relative asymmetry max|A - A^T| / max|A| tolerated, per dtype.
-SYMMETRY_RTOL = {np.dtype(np.float64): 1e-8, np.dtype(np.float32): 1e-5}
-
-_TILE = 64
 
 
 class ConvergenceWarning(UserWarning):
@@ -150,46 +150,6 @@ class EighResult:
 # ---------------------------------------------------------------- kernels
 
 
-@jit(parallel=True)
-def _symmetry_scan(A, tile, out):
-    """One tiled pass over A: per tile-row pair, max|A_ij - A_ji|, max|A_ij|, count of non-finite.
-
-    ``out`` has shape ``(n_pairs, 3)``; iteration ``p`` writes row ``p`` only.
-    Tile rows ``p`` and ``nt - 1 - p`` go together so every iteration does
-    the same work.
-    """
-    d = A.shape[0]
-    nt = (d + tile - 1) // tile
-    npair = (nt + 1) // 2
-    for p in prange(npair):
-        asym = 0.0
-        amax = 0.0
-        bad = 0.0
-        for side in range(2):
-            ti = p if side == 0 else nt - 1 - p
-            if side == 1 and ti == p:
-                continue
-            i0 = ti * tile
-            i1 = min(i0 + tile, d)
-            for tj in range(ti, nt):
-                j0 = tj * tile
-                j1 = min(j0 + tile, d)
-                for i in range(i0, i1):
-                    for j in range(j0, j1):
-                        a = A[i, j]
-                        c = A[j, i]
-                        if not (abs(a) < np.inf and abs(c) < np.inf):
-                            bad += 1.0
-                            continue
-                        t = abs(a - c)
-                        asym = max(asym, t)
-                        amax = max(amax, abs(a))
-                        amax = max(amax, abs(c))
-        out[p, 0] = asym
-        out[p, 1] = amax
-        out[p, 2] = bad
-
-
 def _orthonormalize(Wt, Qt, rng, scale):
     """Orthonormal rows spanning those of ``Wt``, which the caller made orthogonal to the rows of ``Qt``.
 
@@ -229,160 +189,6 @@ def _orthonormalize(Wt, Qt, rng, scale):
         Q, _r = np.linalg.qr(G.T)
         G = Q.T
     return np.ascontiguousarray(G)
-
-
-# ---------------------------------------------------------------- BLAS threads
-
-_CONTROLLER = None
-
-
-def _controller():
-    global _CONTROLLER
-    if _CONTROLLER is None:
-        from threadpoolctl import ThreadpoolController
-
-        _CONTROLLER = ThreadpoolController()
-    return _CONTROLLER
-
-
-def _blas_num_threads():
-    """The BLAS thread count in force now (the caller's choice, e.g. from ``hmi_fast.threads``)."""
-    counts = [lib.num_threads for lib in _controller().lib_controllers if lib.user_api == "blas"]
-    return max(counts) if counts else None
-
-
-@contextlib.contextmanager
-def _blas_threads(n):
-    if n is None:
-        yield
-        return
-    with _controller().limit(limits=n, user_api="blas"):
-        yield
-
-
-# ---------------------------------------------------------------- operator wrapper
-
-
-class _Operator:
-    """``A`` as products with blocks of float64 vectors, counting them."""
-
-    def __init__(self, A, d, kind):
-        self.A = A
-        self.d = d
-        self.kind = kind  # "dense", "sparse" or "operator"
-        self.n_matvec = 0
-        self.threads = None
-
-    def matmat(self, X):
-        self.n_matvec += X.shape[1]
-        if self.kind in ("dense", "sparse"):
-            return np.asarray(self.A @ X, dtype=np.float64)
-        A = self.A
-        if hasattr(A, "matmat"):
-            Y = np.asarray(A.matmat(X), dtype=np.float64)
-        else:
-            Y = np.column_stack([np.asarray(A.matvec(X[:, j]), dtype=np.float64).reshape(-1) for j in range(X.shape[1])])
-        Y = Y.reshape(self.d, X.shape[1])
-        if not np.isfinite(Y).all():
-            raise ValueError("A: the operator returned NaN or inf; check the operator's matvec/matmat")
-        return Y
-
-    def matmat_t(self, Xt):
-        """``(A X)^T`` for ``X = Xt^T`` on the caller's BLAS threads; dense: ``Xt @ A`` (faster than ``A @ X``)."""
-        with _blas_threads(self.threads):
-            if self.kind == "dense":
-                self.n_matvec += Xt.shape[0]
-                return Xt @ self.A
-            return np.ascontiguousarray(self.matmat(Xt.T).T)
-
-    def dense(self):
-        if self.kind == "dense":
-            return self.A
-        if self.kind == "sparse":
-            return self.A.toarray().astype(np.float64)
-        M = self.matmat(np.eye(self.d))
-        return (M + M.T) / 2
-
-
-# ---------------------------------------------------------------- validation
-
-
-def _as_operator(A):
-    """Validate ``A`` and wrap it; dense float32 is converted to float64 once."""
-    if sp.issparse(A):
-        if A.ndim != 2 or A.shape[0] != A.shape[1]:
-            raise ValueError(f"A: must be a square 2-D matrix, got shape {A.shape}")
-        if A.dtype.kind not in "fiub":
-            raise TypeError(f"A: unsupported dtype {A.dtype}; convert to np.float32 or np.float64")
-        A = A.tocsr().astype(np.float64)
-        if A.nnz and not np.isfinite(A.data).all():
-            raise ValueError("A: contains NaN or inf; remove or replace the non-finite entries")
-        amax = float(abs(A).max()) if A.nnz else 0.0
-        asym = float(abs(A - A.T).max()) if A.nnz else 0.0
-        _check_asym(asym, amax, np.dtype(np.float64))
-        return _Operator(A, A.shape[0], "sparse")
-    if not isinstance(A, np.ndarray) and hasattr(A, "shape") and (hasattr(A, "matmat") or hasattr(A, "matvec")):
-        shape = tuple(A.shape)
-        if len(shape) != 2 or shape[0] != shape[1]:
-            raise ValueError(f"A: must be a square 2-D operator, got shape {shape}")
-        return _Operator(A, int(shape[0]), "operator")
-    A = np.asarray(A)
-    if A.ndim != 2:
-        raise ValueError(f"A: must be a square 2-D array, got an array with {A.ndim} dimension(s) of shape {A.shape}")
-    if A.shape[0] != A.shape[1]:
-        raise ValueError(f"A: must be square, got shape {A.shape}")
-    if A.dtype.kind in "iub":
-        A = A.astype(np.float64)
-    elif A.dtype not in SYMMETRY_RTOL:
-        raise TypeError(f"A: unsupported dtype {A.dtype}; convert to np.float32 or np.float64")
-    dtype = A.dtype
-    d = A.shape[0]
-    if d:
-        nt = (d + _TILE - 1) // _TILE
-        out = np.zeros(((nt + 1) // 2, 3))
-        _symmetry_scan(A, _TILE, out)
-        if out[:, 2].sum() > 0:
-            raise ValueError(f"A: contains {int(out[:, 2].sum())} NaN or inf entries; A must be finite")
-        _check_asym(float(out[:, 0].max()), float(out[:, 1].max()), dtype)
-    if dtype != np.float64:
-        A = A.astype(np.float64)  # documented: float32 input is computed in float64
-    return _Operator(A, d, "dense")
-
-
-def _check_asym(asym, amax, dtype):
-    rtol = SYMMETRY_RTOL[np.dtype(dtype)]
-    if asym > rtol * amax:
-        raise ValueError(
-            f"A: is not symmetric: max|A - A^T| / max|A| = {asym / amax:.3g} exceeds {rtol:g} for {np.dtype(dtype)}; "
-            "pass (A + A.T) / 2"
-        )
-
-
-def _check_k(k, d, which):
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
-        raise TypeError(f"k: must be an integer between 1 and d={d}, got {k!r}")
-    k = int(k)
-    if not 1 <= k <= d:
-        raise ValueError(f"k: must be between 1 and d={d}, got {k}")
-    if which == "BE" and math.ceil(k / 2) > d / 2:
-        raise ValueError(
-            f"k: with which='BE', ceil(k/2)={math.ceil(k / 2)} eigenvalues from the top would pass the middle "
-            f"of the spectrum (d={d}); use k <= {2 * (d // 2)} or which='LA'/'SA'"
-        )
-    return k
-
-
-def _check_v0(v0, d):
-    if v0 is None:
-        return None
-    V = np.asarray(v0, dtype=np.float64)
-    if V.ndim == 1:
-        V = V[:, None]
-    if V.ndim != 2 or V.shape[0] != d or V.shape[1] < 1:
-        raise ValueError(f"v0: must have shape ({d},) or ({d}, c) with c >= 1, got shape {np.shape(v0)}")
-    if not np.isfinite(V).all():
-        raise ValueError("v0: contains NaN or inf; pass a finite start vector")
-    return V
 
 
 # ---------------------------------------------------------------- public function
