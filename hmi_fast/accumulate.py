@@ -1,4 +1,4 @@
-"""Streaming accumulation of ``T = (1/n) Σ_i τ(y_i) x_i x_iᵀ`` (MODEL.md §2).
+"""Streaming accumulation of ``T = (1/n) Σ_i τ(y_i) x_i x_iᵀ`` (docs/engine.md).
 
 Per block, one Numba-parallel pass computes the weights ``w = τ(y) − μ``,
 splits the rows by the sign of ``w``, scales them by ``√|w|`` and packs them
@@ -137,7 +137,7 @@ class SpectralAccumulator:
     weight_mean, weight_sq_mean : float
         Mean of the weights ``w = τ(y) − shift`` and of their squares: the
         bulk of T is centred near ``weight_mean`` with radius about
-        ``2 sqrt(weight_sq_mean · d / n)`` (MODEL.md §3).
+        ``2 sqrt(weight_sq_mean · d / n)`` (docs/theory.md).
     shift : float or None
         The μ subtracted from the weights (``None`` until the first block when ``center=True``).
 

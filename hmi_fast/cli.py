@@ -183,7 +183,7 @@ def _model_options(p: argparse.ArgumentParser, d=True) -> None:
     p.add_argument("--noise", type=float, default=0.0, help="label noise variance Delta (default 0)")
     p.add_argument("--preprocess", default="saturating",
                    help="tau: saturating, identity, sign, clip (default saturating)")
-    p.add_argument("--center", action="store_true", help="centre the weights tau(y) - E tau (MODEL.md §3)")
+    p.add_argument("--center", action="store_true", help="centre the weights tau(y) - E tau (docs/theory.md)")
 
 
 def build_parser() -> argparse.ArgumentParser:

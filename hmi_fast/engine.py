@@ -1,4 +1,4 @@
-"""One call from any data source to the spectral matrix ``T`` (MODEL.md §2)."""
+"""One call from any data source to the spectral matrix ``T`` (docs/engine.md)."""
 
 from __future__ import annotations
 
@@ -149,7 +149,7 @@ def spectral_matrix(
         τ: ``"saturating"`` (default), ``"identity"``, ``"sign"``,
         ``("clip", c)``, or a function (see :mod:`hmi_fast.preprocess`).
     center : bool or float
-        Subtract μ from the weights (MODEL.md §3): a float, or ``True`` for
+        Subtract μ from the weights (docs/theory.md): a float, or ``True`` for
         the mean of τ over the first block.
     block_size : int, optional
         Rows per block (default: ``HMI_FAST_BLOCK_SIZE``, or 32 MiB of rows).

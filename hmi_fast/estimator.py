@@ -1,4 +1,4 @@
-"""The spectral estimator with scikit-learn's conventions (MODEL.md §4–5)."""
+"""The spectral estimator with scikit-learn's conventions (docs/selection.md)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ class SpectralEstimator:
     preprocess : str, tuple or callable, default "saturating"
         The label transform τ.
     n_components : "gap", "edge" or int, default "gap"
-        Selection rule (MODEL.md §4) or a fixed number of components (the
+        Selection rule (docs/selection.md) or a fixed number of components (the
         eigenvalues farthest from the bulk centre).
     max_components : int, default 50
         Eigenpairs computed per end of the spectrum (capped at d/2 for "BE").
@@ -38,7 +38,7 @@ class SpectralEstimator:
     block_size : int or None
         Rows per streaming block.
     center : bool or float, default False
-        Centre the weights (MODEL.md §3).
+        Centre the weights (docs/theory.md).
     random_state : int or None
         Seed of the eigensolver's start block.
 

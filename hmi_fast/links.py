@@ -1,4 +1,4 @@
-"""Link functions g of the hierarchical multi-index model (MODEL.md §1).
+"""Link functions g of the hierarchical multi-index model (docs/model.md).
 
 Built-ins are centred (E g(z) = 0 for z ~ N(0, 1)):
 

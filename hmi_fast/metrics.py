@@ -1,4 +1,4 @@
-"""Error measures of an estimated subspace against the hidden directions (MODEL.md §5).
+"""Error measures of an estimated subspace against the hidden directions (docs/selection.md).
 
 ``W_hat`` is ``(d, k_hat)`` with orthonormal columns (the selected
 eigenvectors), ``P_hat = W_hat W_hat^T``; ``W_star`` is ``(m*, d)`` with rows
@@ -95,7 +95,7 @@ def recovery(W_hat, W_star) -> np.ndarray:
     """Per-direction recovery ``q_k = ||P_hat w_k||^2 / ||w_k||^2`` in [0, 1].
 
     Computed as ``||W_hat^T w_k||^2 / ||w_k||^2``; no projector is formed.
-    For orthonormal ``W_star`` this is ``||P_hat w_k||^2`` (MODEL.md §5).
+    For orthonormal ``W_star`` this is ``||P_hat w_k||^2`` (docs/selection.md).
 
     Parameters
     ----------

@@ -1,4 +1,4 @@
-"""The hierarchical multi-index model (MODEL.md §1) and its streaming sampler.
+"""The hierarchical multi-index model (docs/model.md) and its streaming sampler.
 
 ``y = Σ_k a_k g_k(<w_k, x>) + √Δ ξ`` with ``x ~ N(0, I_d)``, ``a_k ∝ k^-γ``
 normalised so that ``Σ a_k² = 1`` (package convention), and orthonormal

@@ -1,4 +1,4 @@
-"""Two-stage network: spectral first layer, ridge readout (MODEL.md §7).
+"""Two-stage network: spectral first layer, ridge readout (docs/network.md).
 
 ``f(x) = b + Σ_j v_j σ(<u_j, x>)``:
 

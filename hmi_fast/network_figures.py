@@ -1,4 +1,4 @@
-"""Figures for the two-stage network (MODEL.md §7): excess risk against α, and the GD view.
+"""Figures for the two-stage network (docs/network.md): excess risk against α, and the GD view.
 
 Each function runs its experiment, writes a PNG and its data next to it, and
 returns a summary dict (printed by the CLI). ``quick=True`` shrinks d and the
@@ -23,7 +23,7 @@ RISK_COLUMNS = ("seed", "alpha", "n", "k_hat", "mse_gamma", "mse_gamma_theory", 
 
 
 def _mse_gamma(components: np.ndarray, model: HMIModel) -> float:
-    """MSE_γ = Σ_k a_k² (1 − ||P̂ w_k||²) of the spectral stage (MODEL.md §5)."""
+    """MSE_γ = Σ_k a_k² (1 − ||P̂ w_k||²) of the spectral stage (docs/selection.md)."""
     from .metrics import weighted_mse
 
     return float(weighted_mse(np.asarray(components).T, model.W, model.a))
@@ -132,7 +132,7 @@ def figure_risk(out_dir, *, quick=False, seeds=None, d=None, m_star=None, gamma=
             label += f", all < {max(float(m.max()), 1e-300):.0e}: drawn at the floor"
             m, se = np.full_like(m, floor), 0 * m
         ax.errorbar(alphas, m, yerr=se, fmt=fmt, color=color, ms=4, capsize=2, label=label)
-    ax.plot(alphas, curve.mse, "k:", label=f"theory MSE_γ at α·{split:g} (MODEL.md §6)")
+    ax.plot(alphas, curve.mse, "k:", label=f"theory MSE_γ at α·{split:g} (docs/theory.md)")
     if lo is not None and hi is not None and hi > lo:
         ax.axvspan(lo, hi, color="0.92", zorder=0, label="discovery regime (fit window)")
         mid = np.sqrt(lo * hi)

@@ -1,4 +1,4 @@
-"""The optimal preprocessing τ* (the score of the law of y) and the Fisher information (MODEL.md §3).
+"""The optimal preprocessing τ* (the score of the law of y) and the Fisher information (docs/theory.md).
 
 By Cauchy–Schwarz, ``E[τ']² <= E[τ²] J(y)`` with J the Fisher information of
 the law of y, so the score ``τ*(y) = −p_y'(y)/p_y(y)`` gives the smallest
@@ -82,7 +82,7 @@ class OptimalPreprocessing:
 
     ``p`` is the law of ``f(z) + √v ξ`` with kernel variance v =
     ``smoothing`` (the law of y itself when v = Δ). ``cs_bound`` is the
-    leading-order Cauchy–Schwarz bound ``1/(a_k² μ₂(g_k)² J)`` of MODEL.md §3
+    leading-order Cauchy–Schwarz bound ``1/(a_k² μ₂(g_k)² J)`` of docs/theory.md
     (small a_k); ``direction_bounds`` is the exact per-direction bound
     ``1/E[h_k(y)²]``, ``h_k(y) = E[He₂(z_k) | y]``, below every α_k(τ),
     centred or not, when v = Δ.

@@ -1,4 +1,4 @@
-"""Large-α predictions from the population quantities (MODEL.md §3 and §6).
+"""Large-α predictions from the population quantities (docs/theory.md).
 
 Spectrum (bulk centre and edges, outlier positions), overlaps, predicted k̂
 and MSE_γ at given α, the MSE curve, and the scaling-law regime for γ.
@@ -33,7 +33,7 @@ from .theory import (  # noqa: F401
 
 @dataclass(frozen=True)
 class Prediction:
-    """Large-α spectrum and recovery predicted at sample ratio(s) α (MODEL.md §3).
+    """Large-α spectrum and recovery predicted at sample ratio(s) α (docs/theory.md).
 
     Scalars and shape (m*,) for a scalar ``alpha``; a leading axis of
     length len(alpha) otherwise. ``outliers`` and ``overlaps`` are per
@@ -108,7 +108,7 @@ class MSECurve:
     """Predicted ``MSE_γ(α)``.
 
     ``mse`` is the per-direction form ``Σ_k a_k² (1 − q_k)`` with
-    ``q_k = max(0, 1 − α_k/α)``; ``mse_piecewise`` is MODEL.md §6's
+    ``q_k = max(0, 1 − α_k/α)``; ``mse_piecewise`` is docs/theory.md's
     ``Σ_{α≤α_k} a_k² + Σ_{α>α_k} a_k² α_k/α``. They are the same function
     (``1 − q_k = min(1, α_k/α)``), computed separately as a check.
     """
@@ -158,7 +158,7 @@ def mse_curve(model, preprocess="saturating", alphas=None, centred: bool = False
 
 @dataclass(frozen=True)
 class ScalingLaw:
-    """Regime and exponent of ``MSE_γ(α)`` (MODEL.md §6, a reconstruction).
+    """Regime and exponent of ``MSE_γ(α)`` (docs/theory.md, a reconstruction).
 
     ``exponent`` is the exponent while directions are being discovered
     (MSE ∝ α^exponent); ``final_exponent`` (−1) applies once all m* are found.

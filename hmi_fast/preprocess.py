@@ -1,4 +1,4 @@
-"""Preprocessing functions τ applied to labels before building T (MODEL.md §2).
+"""Preprocessing functions τ applied to labels before building T (docs/engine.md).
 
 ================ ===================================================
 ``saturating``   τ(y) = y / (1 + |y|)   (the paper's figures; default)
@@ -11,7 +11,7 @@ A user function works too: a numba-jitted scalar function runs inside the
 kernels; a plain vectorised Python callable is applied to each block of y,
 and its output is checked for shape and finiteness.
 
-Centring (MODEL.md §3) subtracts a constant μ from every weight; it is an
+Centring (docs/theory.md) subtracts a constant μ from every weight; it is an
 option of the accumulator, not of τ.
 """
 

@@ -1,4 +1,4 @@
-"""Ridge regression from streamed normal equations, with λ chosen by GCV (MODEL.md §7).
+"""Ridge regression from streamed normal equations, with λ chosen by GCV (docs/network.md).
 
 A linear readout ``ŷ = b + fᵀv`` on ``p`` features is fitted by minimising
 

@@ -1,4 +1,4 @@
-"""How many informative directions: gap rule and bulk-edge rule (MODEL.md §3-4).
+"""How many informative directions: gap rule and bulk-edge rule (docs/theory.md, docs/selection.md).
 
 The bulk of ``T = (1/n) sum_i tau(y_i) x_i x_i^T`` is, for ``alpha = n/d >> 1``,
 close to a semicircle centred at ``mu = E tau`` with radius ``2 sigma``,

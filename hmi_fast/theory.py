@@ -1,4 +1,4 @@
-"""Dimension-free predictions of the spectral method (MODEL.md §3 and §6).
+"""Dimension-free predictions of the spectral method (docs/theory.md).
 
 Everything here is an expectation over the m* i.i.d. N(0, 1) pre-activations
 ``z_k`` and the label noise ``ξ`` (``y = Σ_k a_k g_k(z_k) + √Δ ξ``); d never
@@ -480,7 +480,7 @@ def thresholds(model, preprocess="saturating", centred: bool = False, *, n_sampl
                seed: int = 0) -> Thresholds:
     """k-critical thresholds ``α_k = E τ² / θ_k²`` (centred: ``Var τ / θ_k²``).
 
-    Direction k separates from the bulk of T iff α > α_k (MODEL.md §3).
+    Direction k separates from the bulk of T iff α > α_k (docs/theory.md).
     Parameters as in :func:`moments`; ``centred`` for weights τ − μ_τ.
 
     Examples

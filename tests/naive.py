@@ -172,7 +172,7 @@ def gap_rule_count(values_from_extreme, center, sigma, delta):
 
 
 def largest_gap_count(values_from_extreme):
-    """The rule MODEL.md warns against: keep everything before the single largest gap."""
+    """The rule docs/selection.md warns against: keep everything before the single largest gap."""
     x = list(values_from_extreme)
     best, k = -1.0, 0
     for i in range(len(x) - 1):

@@ -1,4 +1,4 @@
-"""Two-stage network (MODEL.md §7): ridge/GCV, streamed normal equations, readout, excess risk, GD view."""
+"""Two-stage network (docs/network.md): ridge/GCV, streamed normal equations, readout, excess risk, GD view."""
 
 from __future__ import annotations
 

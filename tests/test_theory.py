@@ -230,7 +230,7 @@ def noisy20():
 
 @pytest.mark.parametrize("tau", ["saturating", "identity", "sign"])
 def test_optimal_beats_others_on_weak_directions(noisy20, tau):
-    """MODEL.md §3: for small a_k, α_k(τ) ≥ α_k(τ*) (Cauchy–Schwarz); here k = 10..20 (a_k < 0.05)."""
+    """docs/theory.md: for small a_k, α_k(τ) ≥ α_k(τ*) (Cauchy–Schwarz); here k = 10..20 (a_k < 0.05)."""
     mdl, opt = noisy20
     th = T.thresholds(mdl, tau)
     weak = slice(9, None)
