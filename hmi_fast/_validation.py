@@ -46,6 +46,22 @@ def check_float_array(X, name: str, ndim: int) -> np.ndarray:
     raise TypeError(f"{name}: unsupported dtype {X.dtype}; convert to np.float32 or np.float64")
 
 
+def check_lengths(n_rows: int, n_labels: int, xname: str = "X") -> None:
+    """One label per row, or the error that says how many of each there are."""
+    if n_rows != n_labels:
+        raise ValueError(f"{xname} and y: lengths differ ({n_rows} rows in {xname}, {n_labels} labels in y)")
+
+
+def check_block(X, y, width: int, owner: str, xname: str = "X"):
+    """A block of rows and its labels: float arrays, ``width`` columns, equal lengths."""
+    X = check_float_array(X, xname, 2)
+    y = check_float_array(y, "y", 1)
+    if X.shape[1] != width:
+        raise ValueError(f"{xname}: expected {width} columns ({owner}), got {X.shape[1]}")
+    check_lengths(X.shape[0], y.shape[0], xname)
+    return X, y
+
+
 def first_nonfinite_row(X: np.ndarray) -> int:
     """Index of the first row of ``X`` (1-D or 2-D) holding NaN or inf, or -1."""
     bad = ~np.isfinite(X)

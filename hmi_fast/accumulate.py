@@ -22,7 +22,7 @@ from scipy.linalg import blas
 
 from . import _config
 from ._config import jit
-from ._validation import check_dtype, check_float_array, check_positive_int
+from ._validation import check_block, check_dtype, check_positive_int
 from .preprocess import Preprocess, resolve_preprocess
 
 
@@ -214,12 +214,7 @@ class SpectralAccumulator:
     # --------------------------------------------------------------- public
     def update(self, X_block, y_block) -> "SpectralAccumulator":
         """Add the rows of one block. Returns ``self``."""
-        X = check_float_array(X_block, "X", 2)
-        y = check_float_array(y_block, "y", 1)
-        if X.shape[1] != self.d:
-            raise ValueError(f"X: expected {self.d} columns (the accumulator's d), got {X.shape[1]}")
-        if X.shape[0] != y.shape[0]:
-            raise ValueError(f"X and y: lengths differ ({X.shape[0]} rows in X, {y.shape[0]} labels in y)")
+        X, y = check_block(X_block, y_block, self.d, "the accumulator's d")
         n = X.shape[0]
         if n == 0:
             return self

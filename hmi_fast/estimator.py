@@ -6,7 +6,7 @@ import numbers
 
 import numpy as np
 
-from ._validation import check_dtype, check_float_array, not_fitted
+from ._validation import check_dtype, check_float_array, check_lengths, not_fitted
 from .accumulate import SpectralAccumulator
 from .eigen import topk_eigh
 from .selection import select_components
@@ -253,8 +253,7 @@ def _check_Xy(X, y):
     if y.dtype == object:
         y = y.astype(np.float64)
     y = check_float_array(y, "y", 1)
-    if X.shape[0] != y.shape[0]:
-        raise ValueError(f"X and y: lengths differ ({X.shape[0]} rows in X, {y.shape[0]} labels in y)")
+    check_lengths(X.shape[0], y.shape[0])
     if X.shape[0] == 0:
         raise ValueError(f"X: 0 sample(s) (shape={X.shape}) while a minimum of 1 is required.")
     if X.shape[1] == 0:

@@ -40,7 +40,7 @@ from scipy.linalg import blas
 
 from . import _config
 from ._config import jit
-from ._validation import check_float_array, check_positive_int
+from ._validation import check_block, check_float_array, check_positive_int
 
 #: relative λ grid of ``ridge="gcv"``: λ = factor × mean eigenvalue of G.
 GCV_GRID = np.geomspace(1e-8, 1e2, 41)
@@ -146,12 +146,7 @@ class NormalEquations:
     # ------------------------------------------------------------ updates
     def update(self, F, y) -> "NormalEquations":
         """Add the rows of one block of features ``F`` (n_b × p) and labels ``y``. Returns ``self``."""
-        F = check_float_array(F, "F", 2)
-        y = check_float_array(y, "y", 1)
-        if F.shape[1] != self.p:
-            raise ValueError(f"F: expected {self.p} columns (the readout's p), got {F.shape[1]}")
-        if F.shape[0] != y.shape[0]:
-            raise ValueError(f"F and y: lengths differ ({F.shape[0]} rows in F, {y.shape[0]} labels in y)")
+        F, y = check_block(F, y, self.p, "the readout's p", xname="F")
         n = F.shape[0]
         if n == 0:
             return self

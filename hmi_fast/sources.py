@@ -13,7 +13,7 @@ from typing import Iterator
 import numpy as np
 
 from . import _config
-from ._validation import check_float_array, check_positive_int
+from ._validation import check_float_array, check_lengths, check_positive_int
 from .model import HMIModel
 
 
@@ -46,8 +46,8 @@ def _load_labels(y, n_rows: int | None):
         f.close()
         y = np.load(path, mmap_mode="r")
     y = check_float_array(y, "y", 1)
-    if n_rows is not None and y.shape[0] != n_rows:
-        raise ValueError(f"X and y: lengths differ ({n_rows} rows in X, {y.shape[0]} labels in y)")
+    if n_rows is not None:
+        check_lengths(n_rows, y.shape[0])
     return y
 
 
