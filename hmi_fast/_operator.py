@@ -34,11 +34,12 @@ _TILE = 64
 
 @jit(parallel=True)
 def _symmetry_scan(A, tile, out):
-    """One tiled pass over A: per tile-row pair, max|A_ij - A_ji|, max|A_ij|, count of non-finite.
+    """One tiled pass over A: per tile-row pair, max|A_ij - A_ji|, max|A_ij| and a finiteness sum.
 
-    ``out`` has shape ``(n_pairs, 3)``; iteration ``p`` writes row ``p`` only.
-    Tile rows ``p`` and ``nt - 1 - p`` go together so every iteration does
-    the same work.
+    ``out`` has shape ``(n_pairs, 3)``; iteration ``p`` writes row ``p`` only;
+    ``out[p, 2]`` counts NaN and inf entries (twice off the diagonal). The
+    loops are branch-free, so they vectorise. Tile rows ``p`` and
+    ``nt - 1 - p`` go together so every iteration does the same work.
     """
     d = A.shape[0]
     nt = (d + tile - 1) // tile
@@ -46,7 +47,7 @@ def _symmetry_scan(A, tile, out):
     for p in prange(npair):
         asym = 0.0
         amax = 0.0
-        bad = 0.0
+        nonfinite = 0.0
         for side in range(2):
             ti = p if side == 0 else nt - 1 - p
             if side == 1 and ti == p:
@@ -60,16 +61,14 @@ def _symmetry_scan(A, tile, out):
                     for j in range(j0, j1):
                         a = A[i, j]
                         c = A[j, i]
-                        if not (abs(a) < np.inf and abs(c) < np.inf):
-                            bad += 1.0
-                            continue
                         t = abs(a - c)
-                        asym = max(asym, t)
-                        amax = max(amax, abs(a))
-                        amax = max(amax, abs(c))
+                        asym = t if t > asym else asym
+                        m = abs(a) if abs(a) > abs(c) else abs(c)
+                        amax = m if m > amax else amax
+                        nonfinite += (0.0 if abs(a) < np.inf else 1.0) + (0.0 if abs(c) < np.inf else 1.0)
         out[p, 0] = asym
         out[p, 1] = amax
-        out[p, 2] = bad
+        out[p, 2] = nonfinite
 
 
 # ---------------------------------------------------------------- BLAS threads
@@ -104,15 +103,30 @@ def _blas_threads(n):
 # ---------------------------------------------------------------- operator wrapper
 
 
-class _Operator:
-    """``A`` as products with blocks of float64 vectors, counting them."""
+#: blocks up to this many vectors are multiplied by a dense float32 ``A`` one
+#: vector at a time: ``sgemv`` streams ``A`` at memory speed, while OpenBLAS's
+#: ``sgemm`` with 2-4 columns costs as much as with 8-16 (docs/benchmarks.md).
+GEMV_MAX = 4
 
-    def __init__(self, A, d, kind):
+
+class _Operator:
+    """``A`` as products with blocks of float64 vectors, counting them.
+
+    ``lowp``, for dense ``A`` only, is ``A`` rounded to float32: products
+    with it (``matmat_t(..., exact=False)``) read half the bytes and are
+    accurate to about ``1e-7 ||A||``; the eigensolver uses them while it
+    iterates and ``A`` itself (float64) for the final Rayleigh-Ritz step.
+    """
+
+    def __init__(self, A, d, kind, lowp=None):
         self.A = A
         self.d = d
         self.kind = kind  # "dense", "sparse" or "operator"
+        self.lowp = lowp
+        # products are returned for A * 2**shift, 2**-shift near max|A_ij| (dense and sparse
+        # A): Gram matrices of products then neither overflow nor underflow
+        self.shift = 0
         self.n_matvec = 0
-        self.threads = None
 
     def matmat(self, X):
         self.n_matvec += X.shape[1]
@@ -128,13 +142,27 @@ class _Operator:
             raise ValueError("A: the operator returned NaN or inf; check the operator's matvec/matmat")
         return Y
 
-    def matmat_t(self, Xt):
-        """``(A X)^T`` for ``X = Xt^T`` on the caller's BLAS threads; dense: ``Xt @ A`` (faster than ``A @ X``)."""
-        with _blas_threads(self.threads):
-            if self.kind == "dense":
-                self.n_matvec += Xt.shape[0]
-                return Xt @ self.A
-            return np.ascontiguousarray(self.matmat(Xt.T).T)
+    def matmat_t(self, Xt, exact=True):
+        """``(A X)^T`` for ``X = Xt^T``, float64, on the caller's BLAS threads.
+
+        Dense: ``Xt @ A`` (``A`` symmetric; faster than ``A @ X``), with the
+        float32 copy when ``exact`` is false and there is one.
+        """
+        if self.kind != "dense":
+            Y = np.ascontiguousarray(self.matmat(Xt.T).T)
+            return np.ldexp(Y, self.shift, out=Y) if self.shift else Y
+        self.n_matvec += Xt.shape[0]
+        if exact or self.lowp is None:
+            Y = Xt @ self.A
+            return np.ldexp(Y, self.shift, out=Y) if self.shift else Y
+        # the float32 copy already holds A * 2**shift
+        X32 = Xt.astype(np.float32)
+        if Xt.shape[0] > GEMV_MAX:
+            return (X32 @ self.lowp).astype(np.float64)
+        Y = np.empty(Xt.shape)
+        for i in range(Xt.shape[0]):
+            Y[i] = self.lowp @ X32[i]
+        return Y
 
     def dense(self):
         if self.kind == "dense":
@@ -148,8 +176,12 @@ class _Operator:
 # ---------------------------------------------------------------- validation
 
 
-def _as_operator(A):
-    """Validate ``A`` and wrap it; dense float32 is converted to float64 once."""
+def _as_operator(A, lowp=False):
+    """Validate ``A`` and wrap it; dense float32 is converted to float64 once.
+
+    ``lowp``: also keep a float32 copy of a dense ``A`` (a C-contiguous
+    float32 input is used as it is).
+    """
     if sp.issparse(A):
         if A.ndim != 2 or A.shape[0] != A.shape[1]:
             raise ValueError(f"A: must be a square 2-D matrix, got shape {A.shape}")
@@ -161,7 +193,9 @@ def _as_operator(A):
         amax = float(abs(A).max()) if A.nnz else 0.0
         asym = float(abs(A - A.T).max()) if A.nnz else 0.0
         _check_asym(asym, amax, np.dtype(np.float64))
-        return _Operator(A, A.shape[0], "sparse")
+        op = _Operator(A, A.shape[0], "sparse")
+        op.shift = -math.frexp(amax)[1] if amax > 0 else 0
+        return op
     if not isinstance(A, np.ndarray) and hasattr(A, "shape") and (hasattr(A, "matmat") or hasattr(A, "matvec")):
         shape = tuple(A.shape)
         if len(shape) != 2 or shape[0] != shape[1]:
@@ -183,11 +217,20 @@ def _as_operator(A):
         out = np.zeros(((nt + 1) // 2, 3))
         _symmetry_scan(A, _TILE, out)
         if out[:, 2].sum() > 0:
-            raise ValueError(f"A: contains {int(out[:, 2].sum())} NaN or inf entries; A must be finite")
+            bad = int(A.size - np.count_nonzero(np.isfinite(A)))
+            raise ValueError(f"A: contains {bad} NaN or inf entries; A must be finite")
         _check_asym(float(out[:, 0].max()), float(out[:, 1].max()), dtype)
+    amax = float(out[:, 1].max()) if d else 0.0
+    shift = -math.frexp(amax)[1] if amax > 0 else 0
+    A32 = None
+    if lowp and d:
+        # A * 2**shift (exact) in float32: neither overflow nor underflow
+        A32 = np.ascontiguousarray(np.ldexp(A, shift) if shift else A, dtype=np.float32)
     if dtype != np.float64:
         A = A.astype(np.float64)  # documented: float32 input is computed in float64
-    return _Operator(A, d, "dense")
+    op = _Operator(A, d, "dense", lowp=A32)
+    op.shift = shift
+    return op
 
 
 def _check_asym(asym, amax, dtype):

@@ -6,26 +6,32 @@ The spectral matrices of this package are dense, ``d`` up to a few thousand,
 and the wanted pairs are a few outliers plus the edge of a semicircle-like
 bulk, where consecutive gaps are of order ``d^(-2/3)`` of the bulk width.
 
-* **BLAS-3 products.** ``A`` does not stay in cache, so a product with a
-  block of ``b`` vectors (one ``gemm``) costs far less per vector than ``b``
-  products with one vector (``gemv``, what ARPACK's ``eigsh`` does): on the
-  reference machine (2 cores, OpenBLAS) a 16-vector block costs about 4
-  single products at d = 2000. The basis is stored by rows and the product
-  is ``X^T A`` (``A`` symmetric), which OpenBLAS runs faster than ``A X``.
+* **Cheap products.** The solver's time is the products with ``A``. For a
+  dense ``A`` the iteration multiplies by a float32 copy (half the bytes;
+  at d = 2000 it stays in a 32 MiB last-level cache) and a float64
+  Rayleigh-Ritz step at the end makes the result as accurate as float64
+  products would (see *Precision*). Blocks of up to ``GEMV_MAX`` vectors go
+  through ``gemv`` one vector at a time, which streams ``A`` at memory
+  speed, where OpenBLAS's ``gemm`` with so few columns is no faster than
+  with 8-16; wider blocks go through ``gemm`` (``X^T A``, ``A`` symmetric).
 * **Small gaps.** The ``k``-th pair converges with its gap to the first pair
   *outside* the search space, so the basis is kept well larger than ``k``
   (``2k + 12b`` vectors) and the block at least as wide as any cluster of
   nearly equal wanted eigenvalues: block Krylov resolves a cluster of up to
   ``b`` of them, which single-vector Lanczos with a small subspace can miss
-  while reporting convergence (scipy issue 26112).
+  while reporting convergence (scipy issue 26112). Wider blocks need more
+  products for the same accuracy, so the default block is the narrowest
+  that is cheap: 4 when the float32 copy fits in half the last-level cache,
+  else 8 (16, 32 for larger ``k``).
 * **Robustness.** Each new block is orthogonalised against the whole basis
-  twice (classical Gram-Schmidt as ``gemm`` pairs; one pass is not enough,
-  its error grows by ``||A p|| / ||w||`` per step), then made orthonormal by
-  Cholesky QR twice, or by column-pivoted Householder QR when the block is
-  ill-conditioned; directions lost to an invariant subspace (the zero
-  matrix, an exact eigenvector in ``v0``) are replaced by random ones. The
-  projected matrix ``H = Q A Q^T`` is assembled from the Gram-Schmidt
-  coefficients, so Rayleigh-Ritz needs no three-term recurrence.
+  by classical Gram-Schmidt as ``gemm`` pairs, a second time when a norm
+  fell by more than ``1/sqrt(2)`` (Daniel-Gragg-Kaufman-Stewart), then made
+  orthonormal by Cholesky QR twice, or by column-pivoted Householder QR
+  when the block is ill-conditioned; its cosines with the basis are then
+  checked, and a block that had nearly collapsed into the basis (an
+  invariant subspace, an exact eigenvector in ``v0``, the zero matrix) is
+  projected again or replaced by random directions. The projected matrix
+  ``H = Q A Q^T`` is assembled from the Gram-Schmidt coefficients.
 
 Thick restart (Wu & Simon): when the basis is full, the Ritz vectors nearest
 the wanted end(s) are kept (the wanted ones and half of the remaining room)
@@ -37,49 +43,74 @@ method written with a Schur form.
 
 Convergence criterion
 ---------------------
-A Ritz pair ``(theta, v)`` has converged when ``||A v - theta v|| <= tol *
-||A||_est``, ``||A||_est`` being the largest ``|theta|`` seen (a lower bound of
-``||A||_2``, sharp once the extreme pairs are found). During the iteration
-the residual is read off the coupling ``B`` of the last block to the next,
-``||B s_last||`` (no product with ``A``); Rayleigh-Ritz checks are scheduled
-where the residual's geometric decay predicts convergence, from the iterates
-only, so a given seed always gives the same result. At the end one product
-with the ``k`` returned vectors gives the true residuals (counted in
-``n_matvec``). An eigenvalue with residual ``r`` is within ``r`` of an exact
-one, and within ``r^2 / gap`` when isolated: the default ``tol = 1e-10``
-gives eigenvalues to 1e-10 relative or much better; ``tol = 1e-6`` still
-gives about 1e-11 on spectral matrices, with about 25% fewer products.
+``tol`` bounds the eigenvalues' error, relative to ``||A||_est`` (the largest
+``|theta|`` seen, a lower bound of ``||A||_2`` that is sharp once the extreme
+pairs are found), as ``scipy.sparse.linalg.eigsh``'s ``tol`` reads. A Ritz
+value ``theta`` with residual ``r = ||A v - theta v||`` is within ``r`` of an
+eigenvalue, within ``r^2 / gap`` when no other eigenvalue is closer than
+``gap`` (Kato-Temple), and within about ``r^2 / eta`` after a Rayleigh-Ritz
+step on a subspace that also holds its neighbours, ``eta`` the distance to
+the spectrum outside that subspace (``hmi_fast._ritz``); gaps are estimated
+from the adjacent Ritz values, moved towards ``theta`` by their own
+residuals. A pair has converged when one of these bounds is at most ``tol *
+||A||_est``. Eigenvalues converge twice as fast as vectors, so this takes
+far fewer products than a residual test: a converged pair has ``r <=
+sqrt(2 tol) ||A||``, and its eigenvector is within ``r / gap`` of the exact
+one. ``residual_tol`` adds ``r <= residual_tol * ||A||_est`` for callers who
+need accurate vectors. During the iteration the residual is read off the
+coupling ``B`` of the last block to the next, ``||B s_last||`` (no product
+with ``A``); Rayleigh-Ritz checks are scheduled where the error's geometric
+decay predicts convergence, from the iterates only, so a given seed always
+gives the same result. No test based on Ritz values can see an eigenvalue
+the Krylov space has not found yet; the block size is the guard against
+that.
+
+Precision
+---------
+With float32 products the Lanczos relation holds for ``A`` rounded to
+float32, ``A + E`` with ``||E||`` about ``1e-7 ||A||``: the iteration stops
+when the wanted pairs meet ``tol`` or their residual reaches ``LOWP_FLOOR``,
+what such products can resolve. Then one product with ``A`` in float64 on
+the wanted Ritz vectors and ``b`` neighbours at each wanted end gives the
+returned pairs, their true residuals and the bounds above; the residuals
+are then about ``1e-7 ||A||`` and the eigenvalue errors ``1e-12``-``1e-14``
+relative on spectral matrices. If a bound is still above ``tol`` (wanted
+eigenvalues within about ``1e-7 ||A||`` of others outside the subspace), up
+to ``POLISH_STEPS`` float64 block Krylov steps extend the subspace, and if
+that is not enough the iteration goes on with float64 products from the
+refined vectors. ``residual_tol < LOWP_RESIDUAL_MIN`` uses float64 products
+from the start. The float32 copy costs ``4 d^2`` bytes; it is scaled by a
+power of two (exactly) so that neither it nor any Gram matrix overflows or
+underflows, whatever the magnitude of ``A``.
 
 Threads
 -------
-The products with ``A`` and the large projections run on the caller's BLAS
-threads; the small calls (Cholesky, QR, ``eigh`` of ``H``) on one thread,
-where thread start-up and synchronisation cost more than they save.
+Everything in the iteration runs on NumPy's BLAS at the caller's thread
+count: the products, the projections and the small calls (Cholesky,
+inverses of ``b x b`` factors, ``eigh`` of ``H``). NumPy and SciPy ship
+separate OpenBLAS copies, and alternating between them makes each run
+against the other's spinning threads (measured several times slower here);
+small calls on two threads cost less than switching thread counts around
+them (about 30 us per switch).
 
 When the dense solver is used instead
 -------------------------------------
 For ``d <= 64``, for ``k > d / 3``, and when the Lanczos basis would not fit
 in ``d`` dimensions, ``scipy.linalg.eigh`` is faster and exact: it is called
-directly (an operator is then materialised with ``d`` products).
+directly (an operator is then materialised with ``d`` products). With
+``method="auto"`` dense matrices below ``DENSE_AUTO_D`` go to it as well.
 
-Performance and its limits
---------------------------
-The bulk-edge pairs need a Krylov polynomial of high degree: on the
-Figure-2 spectral matrices (alpha = 164, top 20) about 700 products at
-d = 2000 and 850 at d = 4000 for ``tol = 1e-10`` (540 and 630 for
-``tol = 1e-6``). ``eigh(subset_by_index)`` reduces the whole matrix to
-tridiagonal form, half of its flops in memory-bound BLAS-2, so its cost grows
-like d^3 against about d^2.3 here. On the reference machine (2 cores,
-OpenBLAS) the crossover is near d = 3000: at d = 2000 ``eigh`` with a subset
-is faster, at d = 4000 this solver is 1.5-1.8x faster than the best of
-``eigsh`` and ``eigh`` (2.1-2.2x with ``tol = 1e-6``), and the gap widens with
-d. ``benchmarks/test_bench_eigen.py`` measures it.
+Performance
+-----------
+``benchmarks/test_bench_eigen.py`` measures this solver against
+``eigh(subset_by_index)``, ``eigsh`` and full ``eigh`` on the Figure-2
+spectral matrices; ``docs/benchmarks.md`` has the numbers.
 """
-
 from __future__ import annotations
 
 import math
 import numbers
+import os
 import warnings
 from dataclasses import dataclass
 
@@ -90,10 +121,18 @@ from ._operator import (  # noqa: F401  (SYMMETRY_RTOL re-exported)
     SYMMETRY_RTOL,
     WHICH,
     _as_operator,
-    _blas_num_threads,
     _blas_threads,
     _check_k,
     _check_v0,
+)
+from ._ritz import (
+    POLISH_STEPS,
+    _error_bounds,
+    _orthogonal_block,
+    _orthonormalize,
+    _refine,
+    _State,
+    _within,
 )
 
 __all__ = ["ConvergenceWarning", "EighResult", "topk_eigh"]
@@ -150,65 +189,26 @@ class EighResult:
 # ---------------------------------------------------------------- kernels
 
 
-def _orthonormalize(Wt, Qt, rng, scale):
-    """Orthonormal rows spanning those of ``Wt``, which the caller made orthogonal to the rows of ``Qt``.
-
-    Cholesky QR twice; column-pivoted Householder QR when the block is
-    ill-conditioned. A direction whose norm is below ``1e-12 * scale`` (the
-    block hit an invariant subspace, e.g. the zero matrix) is replaced by a
-    random vector orthogonal to ``Qt`` and the rest, so the basis keeps
-    growing. Returns a new C-contiguous ``(b, d)`` array.
-    """
-    G = Wt @ Wt.T
-    gd = np.sqrt(np.abs(np.diag(G)))
-    tiny = 1e-12 * max(scale, float(gd.max(initial=0.0)), np.finfo(float).tiny)
-    if gd.min(initial=np.inf) > 1e-4 * gd.max(initial=0.0) and gd.min(initial=np.inf) > tiny:
-        try:
-            L = np.linalg.cholesky(G)
-        except np.linalg.LinAlgError:
-            L = None
-        if L is not None and np.abs(np.diag(L)).min() > 1e-4 * np.abs(np.diag(L)).max():
-            # (b x b inverses applied by gemm: faster than a triangular solve with d right-hand sides)
-            eye = np.eye(len(L))
-            Pt = sla.solve_triangular(L, eye, lower=True, check_finite=False) @ Wt
-            # a second Cholesky QR pass restores orthonormality to rounding
-            L2 = np.linalg.cholesky(Pt @ Pt.T)
-            return sla.solve_triangular(L2, eye, lower=True, check_finite=False) @ Pt
-    # Rank-revealing (column-pivoted) Householder QR: the leading columns of Q
-    # span range(W) even when W is rank deficient; without pivoting a
-    # negligible column would tilt the ones after it.
-    Q, R, _piv = sla.qr(Wt.T, mode="economic", pivoting=True, check_finite=False)
-    diag = np.abs(np.diag(R))
-    bad = diag <= 1e-12 * max(scale, np.max(diag, initial=0.0), np.finfo(float).tiny)
-    if not bad.any():
-        return np.ascontiguousarray(Q.T)
-    G = np.concatenate([Q.T[~bad], rng.standard_normal((int(bad.sum()), Wt.shape[1]))])
-    for _ in range(2):
-        if Qt.shape[0]:
-            G -= (G @ Qt.T) @ Qt
-        Q, _r = np.linalg.qr(G.T)
-        G = Q.T
-    return np.ascontiguousarray(G)
-
-
 # ---------------------------------------------------------------- public function
 
 
 def topk_eigh(A, k, *, which="LA", tol=1e-10, max_iter=None, block_size=None, seed=None, v0=None,
-              method="auto") -> EighResult:
+              residual_tol=None, method="auto") -> EighResult:
     """The ``k`` extreme eigenpairs of a symmetric matrix or operator.
 
     Thick-restart block Lanczos with full reorthogonalisation and locking;
-    the products with ``A`` and the orthogonalisation are BLAS-3 ``gemm``
-    (see the module docstring for the algorithm, the convergence criterion
+    for a dense ``A`` the products use a float32 copy of it and a final
+    float64 Rayleigh-Ritz step gives float64 accuracy (see the module
+    docstring for the algorithm, the convergence criterion, the precision
     and when the dense solver is used instead).
 
     Parameters
     ----------
     A : ndarray, sparse matrix or operator
         Dense symmetric ``(d, d)`` float32/float64 array (float32 is
-        converted once to float64 and computed in float64; integers to
-        float64), a scipy sparse matrix, or any object with ``shape`` and
+        converted once to float64 and results are float64; integers to
+        float64; the Lanczos path also keeps a float32 copy, ``4 d^2``
+        bytes), a scipy sparse matrix, or any object with ``shape`` and
         ``matmat`` and/or ``matvec`` (e.g. ``scipy.sparse.linalg.LinearOperator``);
         an operator's symmetry is assumed, not checked.
     k : int
@@ -217,17 +217,27 @@ def topk_eigh(A, k, *, which="LA", tol=1e-10, max_iter=None, block_size=None, se
         Largest algebraic, smallest algebraic, or both ends: ``ceil(k/2)``
         from the top and ``floor(k/2)`` from the bottom (as ARPACK's "BE").
     tol : float
-        Converged when ``||A v - lambda v|| <= tol * ||A||_est``.
+        Relative accuracy of the eigenvalues: converged when each returned
+        eigenvalue's error bound is at most ``tol * ||A||_est`` (see the
+        module docstring; residuals are then at most ``sqrt(2 tol) ||A||``).
     max_iter : int, optional
-        Most block products (default ``10 * ceil(d / block_size) + 100``).
+        Most block products (default ``10 * ceil(d / block_size) + 100``),
+        and at least the ``ceil(k / block_size)`` that hold ``k`` vectors.
     block_size : int, optional
-        Vectors per block (default 8 for ``k <= 24``, 16 for ``k <= 64``, else
-        32); at least the size of any cluster of nearly equal wanted eigenvalues.
+        Vectors per block; at least the size of any cluster of nearly equal
+        wanted eigenvalues. Default for ``k <= 24``: 4 when the float32 copy
+        of a dense ``A`` fits in half the last-level cache, else 8; 16 for
+        ``k <= 64``; else 32.
     seed : int or numpy.random.Generator, optional
         Start block; ``None`` means seed 0, so results are reproducible by default.
     v0 : ndarray of shape (d,) or (d, c), optional
         Start vector(s), completed with random columns to ``block_size``
         (``c > block_size`` widens the block to ``c``).
+    residual_tol : float, optional
+        Also require ``||A v - lambda v|| <= residual_tol * ||A||_est`` for
+        every returned pair (accurate eigenvectors: within ``residual / gap``
+        of the exact ones). Below ``1e-6`` the products are float64 from the
+        start. Default: no residual test.
     method : {"auto", "lanczos", "dense"}
         ``"auto"`` uses LAPACK (``scipy.linalg.eigh`` on index subsets) for
         dense matrices with ``d < DENSE_AUTO_D[which]`` — below that size it
@@ -246,7 +256,7 @@ def topk_eigh(A, k, *, which="LA", tol=1e-10, max_iter=None, block_size=None, se
     -----
     ConvergenceWarning
         When ``max_iter`` is reached first; the best estimates are returned
-        with ``converged=False``.
+        with ``converged=False`` (their true residuals in ``residuals``).
 
     Examples
     --------
@@ -260,7 +270,16 @@ def topk_eigh(A, k, *, which="LA", tol=1e-10, max_iter=None, block_size=None, se
         raise ValueError(f"which: must be one of {WHICH}, got {which!r}")
     if method not in ("auto", "lanczos", "dense"):
         raise ValueError(f"method: must be 'auto', 'lanczos' or 'dense', got {method!r}")
-    op = _as_operator(A)
+    if residual_tol is not None:
+        if isinstance(residual_tol, bool) or not isinstance(residual_tol, numbers.Real) or not (
+            math.isfinite(residual_tol) and residual_tol > 0
+        ):
+            raise ValueError(f"residual_tol: must be a positive finite number or None, got {residual_tol!r}")
+        residual_tol = float(residual_tol)
+    d_in = np.shape(A)[0] if isinstance(A, np.ndarray) and np.ndim(A) == 2 else 0
+    lowp = method == "lanczos" or (method == "auto" and d_in >= DENSE_AUTO_D[which])
+    lowp = lowp and (residual_tol is None or residual_tol >= LOWP_RESIDUAL_MIN)
+    op = _as_operator(A, lowp=lowp and d_in > DENSE_MAX_D)
     d = op.d
     if d == 0:
         raise ValueError("A: is empty (d = 0); give at least a 1 x 1 matrix")
@@ -268,8 +287,9 @@ def topk_eigh(A, k, *, which="LA", tol=1e-10, max_iter=None, block_size=None, se
     if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not (math.isfinite(tol) and tol > 0):
         raise ValueError(f"tol: must be a positive finite number, got {tol!r}")
     tol = float(tol)
+    tols = (tol, math.inf if residual_tol is None else residual_tol)
     if block_size is None:
-        b = 8 if k <= 24 else (16 if k <= 64 else 32)
+        b = _default_block(k, d, op.lowp is not None)
     else:
         if isinstance(block_size, bool) or not isinstance(block_size, numbers.Integral) or block_size < 1:
             raise ValueError(f"block_size: must be a positive integer, got {block_size!r}")
@@ -290,10 +310,55 @@ def topk_eigh(A, k, *, which="LA", tol=1e-10, max_iter=None, block_size=None, se
     P0 = rng.standard_normal((d, b))
     if V0 is not None:
         P0[:, : V0.shape[1]] = V0
-    # small BLAS calls on one thread, products with A on the caller's threads
-    op.threads = _blas_num_threads()
-    with _blas_threads(1):
-        return _lanczos(op, n_top, n_bot, tol, int(max_iter), b, m_max, rng, P0)
+    state = _lanczos(op, n_top, n_bot, tols, int(max_iter), b, m_max, rng, P0)
+    result = _refine(op, state, n_top, n_bot, tols, rng, steps=min(POLISH_STEPS, max_iter - state.n_iter))
+    if not result.converged and op.lowp is not None and result.n_iter < max_iter:
+        # the float32 products could not resolve these pairs (gaps near 1e-7 ||A||):
+        # go on in float64 from the refined vectors, the wanted ones and their neighbours
+        op.lowp = None
+        Z = state.refined
+        b2 = max(b, Z.shape[0])
+        m2 = min(_subspace_size(k, b2), b2 * ((d - k - b2) // b2))
+        if m2 < k + 3 * b2:  # too wide for this d: start again with the first block instead
+            b2, m2, Z = b, m_max, P0.T
+        state = _lanczos(op, n_top, n_bot, tols, int(max_iter) - result.n_iter, b2, m2, rng, Z.T,
+                         n_iter0=result.n_iter)
+        result = _refine(op, state, n_top, n_bot, tols, rng, steps=0)
+    if not result.converged:
+        ok = int(np.count_nonzero(result.ok))
+        crit = f"tol={tol:g}" + ("" if residual_tol is None else f", residual_tol={residual_tol:g}")
+        warnings.warn(
+            f"topk_eigh: {ok} of {k} eigenpairs converged to {crit} in {result.n_iter} block "
+            "products (max_iter reached); returning the best estimates (raise max_iter or block_size)",
+            ConvergenceWarning,
+            stacklevel=2,
+        )
+    # back from the operator's units (A * 2**shift) to A's
+    return EighResult(np.ldexp(result.values, -op.shift), result.vectors, np.ldexp(result.residuals, -op.shift),
+                      int(op.n_matvec), int(result.n_iter), result.converged, "lanczos")
+
+
+def _default_block(k, d, lowp):
+    """Vectors per block: at least any cluster of nearly equal wanted eigenvalues, and cheap products.
+
+    With a float32 copy that stays in the last-level cache, products one
+    vector at a time run at cache speed and a block of 4 needs the fewest
+    (block Krylov needs more products for the same accuracy the wider the
+    block); otherwise ``gemm`` needs 8 or more columns to stop being
+    memory-bound.
+    """
+    if lowp and k <= 24 and 4 * d * d <= _cache_bytes() // 2:
+        return 4
+    return 8 if k <= 24 else (16 if k <= 64 else 32)
+
+
+def _cache_bytes():
+    """Size of the last-level cache (32 MiB when the system does not say)."""
+    try:
+        size = int(os.sysconf("SC_LEVEL3_CACHE_SIZE"))
+    except (AttributeError, ValueError, OSError):
+        size = 0
+    return size if size > 0 else 32 * 2**20
 
 
 def _subspace_size(k, b):
@@ -340,7 +405,7 @@ def _dense_kernel(op, n_top, n_bot):
     return EighResult(lam.copy(), V, res, int(nmv), 0, True, "dense")
 
 
-def _lanczos(op, n_top, n_bot, tol, max_iter, b, m_max, rng, P):
+def _lanczos(op, n_top, n_bot, tols, max_iter, b, m_max, rng, P, n_iter0=0):
     """Thick-restart block Lanczos. The basis is stored by rows (``Qt[i]`` is a basis vector).
 
     Rows ``[0, nl)`` of ``Qt`` hold locked eigenvectors, rows ``[nl, nl + ma)``
@@ -349,69 +414,77 @@ def _lanczos(op, n_top, n_bot, tol, max_iter, b, m_max, rng, P):
     orthogonal to every row of ``Qt``, and the only direction in which ``A``
     maps the active basis outside itself, through the last block
     (``A q_last = ... + B^T p``); so the residual of a Ritz pair with
-    coefficients ``s`` is ``||B s_last||``.
+    coefficients ``s`` is ``||B s_last||``. Products use ``A``'s float32 copy
+    when the operator has one. Returns a :class:`_State`.
     """
     d = op.d
     k = n_top + n_bot
+    tol, rtol = tols
     cap = k + m_max + b
     Qt = np.empty((cap, d))
     H = np.zeros((m_max, m_max))
     lock_val = np.empty(k)
+    lock_res = np.empty(k)
     lock_end = np.empty(k, dtype=np.int8)  # +1 top, -1 bottom
     nl = ma = 0
     anorm = 0.0
-    Pt = _orthonormalize(P.T.copy(), Qt[:0], rng, 1.0)
-    n_iter = 0
+    floor = LOWP_FLOOR if op.lowp is not None else 0.0
+    Pt = _orthonormalize(np.ascontiguousarray(P.T), Qt[:0], rng, 1.0)
+    n_iter = n_iter0
     theta = S = est = None
     done = False
-    next_rr = 1  # block step of the next Rayleigh-Ritz check
-    last = None  # (n_iter, worst relative residual) at the previous check
+    next_rr = n_iter0 + 1  # block step of the next Rayleigh-Ritz check
+    last = None  # (n_iter, worst relative error bound) at the previous check
     while True:
         # ---- expand the active basis by the pending block
         j0 = nl + ma
         j1 = j0 + b
         Qt[j0:j1] = Pt
-        Wt = op.matmat_t(Pt)
+        Wt = op.matmat_t(Pt, exact=False)
         n_iter += 1
         Qall = Qt[:j1]
         W0 = Wt.copy()
-        with _blas_threads(op.threads if j1 * d * b >= _BIG_GEMM else 1):
-            C = Qall @ Wt.T  # (j1, b) = Q A P^T, full reorthogonalisation coefficients
+        C = Qall @ Wt.T  # (j1, b) = Q A P^T, full reorthogonalisation coefficients
         Ca = C[nl:]
         H[ma : ma + b, :ma] = Ca[:ma].T
         H[:ma, ma : ma + b] = Ca[:ma]
         H[ma : ma + b, ma : ma + b] = (Ca[ma:] + Ca[ma:].T) / 2
         ma += b
         scale = max(anorm, float(np.abs(Ca[ma - b :]).max()))
-        with _blas_threads(op.threads if j1 * d * b >= _BIG_GEMM else 1):
-            Wt -= C.T @ Qall
-            # Twice is enough: a second full pass. One pass leaves components
-            # along Q of size (orthogonality error of Q) * ||A p|| / ||w||,
-            # which grows from step to step, since ||A p|| > ||w||.
+        Wt -= C.T @ Qall
+        # One pass leaves components along Q of size (orthogonality error of
+        # Q) * ||A p|| / ||w||: a second pass when a norm fell by more than
+        # 1/sqrt(2) (Daniel-Gragg-Kaufman-Stewart), and twice is enough.
+        if (np.einsum("ij,ij->i", Wt, Wt) < 0.5 * np.einsum("ij,ij->i", W0, W0)).any():
             Wt -= (Wt @ Qall.T) @ Qall
-        Pt = _orthonormalize(Wt, Qall, rng, scale)
+        Pt = _orthogonal_block(Wt, Qall, rng, scale)
         # ---- Rayleigh-Ritz on the active basis
         rem_top = n_top - int(np.count_nonzero(lock_end[:nl] == 1))
         rem_bot = n_bot - int(np.count_nonzero(lock_end[:nl] == -1))
         full = ma + b > m_max
-        if full or n_iter >= max_iter or (ma >= rem_top + rem_bot + b and n_iter >= next_rr):
+        if full or n_iter - n_iter0 >= max_iter or (ma >= rem_top + rem_bot + b and n_iter >= next_rr):
             B = Pt @ W0.T  # (b, b): coupling of the last block to the pending one
-            theta, S = sla.eigh(H[:ma, :ma], check_finite=False, driver="evd")
+            theta, S = np.linalg.eigh(H[:ma, :ma])
             anorm = max(anorm, float(np.abs(theta).max()), float(np.abs(lock_val[:nl]).max(initial=0.0)))
             est = np.linalg.norm(B @ S[ma - b : ma], axis=0)
             top = np.arange(ma - 1, ma - 1 - min(rem_top, ma), -1)
             bot = np.arange(min(rem_bot, ma))
-            worst = float(np.max(est[np.concatenate([top, bot])], initial=0.0)) / max(anorm, np.finfo(float).tiny)
-            if worst <= tol:
+            wanted = np.concatenate([top, bot])
+            bound = _error_bounds(theta, est, wanted, lock_val[:nl], lock_res[:nl])
+            conv = np.zeros(ma, dtype=bool)
+            conv[wanted] = ((bound <= tol * anorm) & _within(est[wanted], rtol, anorm)) | (est[wanted] <= floor * anorm)
+            # progress: the worst ratio of a wanted pair's error to what it must reach
+            ratio = np.maximum(bound / tol, est[wanted] / rtol) / max(anorm, np.finfo(float).tiny)
+            worst = float(np.max(np.where(conv[wanted], 0.0, ratio), initial=0.0))
+            if conv[wanted].all():
                 done = True
-            next_rr = n_iter + _rr_interval(ma, b, d, last, (n_iter, worst), tol)
+            next_rr = n_iter + _rr_interval(ma, b, d, last, (n_iter, worst))
             last = (n_iter, worst)
-        if done or n_iter >= max_iter:
+        if done or (n_iter - n_iter0 >= max_iter and nl + ma >= k):
             break
         if not full:
             continue
         # ---- restart: lock converged wanted pairs from each end, keep the nearest others
-        conv = est <= tol * anorm
         lk_top = _leading(conv[top])
         lk_bot = _leading(conv[bot])
         rem = rem_top + rem_bot
@@ -428,6 +501,7 @@ def _lanczos(op, n_top, n_bot, tol, max_iter, b, m_max, rng, P):
         nlk = len(lock)
         Qt[nl : nl + len(sel)] = Yt
         lock_val[nl : nl + nlk] = theta[lock]
+        lock_res[nl : nl + nlk] = est[lock]
         lock_end[nl : nl + lk_top] = 1
         lock_end[nl + lk_top : nl + nlk] = -1
         nl += nlk
@@ -436,21 +510,33 @@ def _lanczos(op, n_top, n_bot, tol, max_iter, b, m_max, rng, P):
         H[np.arange(ma), np.arange(ma)] = theta[keep]
         theta = S = est = None
         # Pt stays: it is orthogonal to the old active basis, hence to every kept or locked vector.
-    return _finish(op, Qt, nl, ma, lock_val, theta, S, est, n_top, n_bot, tol, anorm, n_iter, done)
+    # all current approximations: locked pairs, then the active Ritz pairs
+    vals, res, Vt = [lock_val[:nl]], [lock_res[:nl]], [Qt[:nl]]
+    if theta is not None:
+        vals.append(theta)
+        res.append(est)
+        Vt.append(np.ascontiguousarray(S.T) @ Qt[nl : nl + ma])
+    return _State(np.concatenate(vals), np.concatenate(res), np.concatenate(Vt), anorm, n_iter, b)
 
-
-#: flops (j * d * b) above which the projections use the caller's BLAS threads.
-_BIG_GEMM = 2_000_000
 
 #: fraction of the non-wanted room kept as Ritz vectors at a thick restart.
 _KEEP = 0.5
 
+#: with float32 products, a pair whose residual is below this (relative to
+#: ||A||) is as good as those products can make it; the float64 Rayleigh-Ritz
+#: step then decides.
+LOWP_FLOOR = 3e-7
 
-def _rr_interval(ma, b, d, last, now, tol):
+#: a ``residual_tol`` below this needs float64 products from the start.
+LOWP_RESIDUAL_MIN = 1e-6
+
+
+def _rr_interval(ma, b, d, last, now):
     """Block steps until the next Rayleigh-Ritz check.
 
-    The worst wanted residual falls about geometrically with the block
-    steps; from the last two checks, predict when it reaches ``tol`` and
+    The worst ratio of a wanted pair's error bound (or residual) to its
+    tolerance falls about geometrically with the block steps; from the last
+    two checks, predict when it reaches 1 and
     check a little before. Without a usable rate, check as often as keeps a
     dense eigh of the ``ma x ma`` projection (about ``10 ma^3`` flops) under
     a quarter of a block product (``2 d^2 b`` flops). Deterministic: depends
@@ -460,7 +546,7 @@ def _rr_interval(ma, b, d, last, now, tol):
     if last is None or now[1] <= 0.0 or last[1] <= 0.0 or now[1] >= last[1]:
         return base
     rate = (math.log(now[1]) - math.log(last[1])) / (now[0] - last[0])  # < 0
-    steps = (math.log(tol) - math.log(now[1])) / rate
+    steps = -math.log(now[1]) / rate  # to reach a ratio of 1
     return max(base, int(0.8 * steps))
 
 
@@ -469,31 +555,3 @@ def _leading(flags):
     if len(flags) == 0 or flags.all():
         return len(flags)
     return int(np.argmin(flags))
-
-
-def _finish(op, Qt, nl, ma, lock_val, theta, S, est, n_top, n_bot, tol, anorm, n_iter, done):
-    """Merge locked and active pairs, pick the wanted ones; one last product gives true residuals."""
-    vals = [lock_val[:nl]]
-    Vt = [Qt[:nl]]
-    conv = [np.ones(nl, dtype=bool)]
-    if theta is not None:
-        vals.append(theta)
-        Vt.append(np.ascontiguousarray(S.T) @ Qt[nl : nl + ma])
-        conv.append(est <= tol * anorm)
-    vals = np.concatenate(vals)
-    conv = np.concatenate(conv)
-    order = np.argsort(vals, kind="stable")
-    idx = np.concatenate([order[::-1][:n_top], order[:n_bot]])
-    Vt = np.ascontiguousarray(np.concatenate(Vt)[idx])
-    lam = vals[idx]
-    res = np.linalg.norm(op.matmat_t(Vt) - lam[:, None] * Vt, axis=1)
-    ok = conv[idx]
-    converged = bool(done and ok.all())
-    if not converged:
-        warnings.warn(
-            f"topk_eigh: {int(ok.sum())} of {len(lam)} eigenpairs converged to tol={tol:g} in {n_iter} block "
-            "products (max_iter reached); returning the best estimates (raise max_iter or block_size)",
-            ConvergenceWarning,
-            stacklevel=3,
-        )
-    return EighResult(lam, np.ascontiguousarray(Vt.T), res, int(op.n_matvec), int(n_iter), converged, "lanczos")

@@ -57,8 +57,14 @@ def with_spectrum(values, seed=0):
     return (A + A.T) / 2
 
 
-def check(res, A, k, which="LA", rtol=RTOL):
-    """Values to rtol, orthonormal vectors, residuals, and eigenvectors through projectors."""
+def check(res, A, k, which="LA", rtol=RTOL, residual_tol=None):
+    """Values to rtol, orthonormal vectors, residuals, and eigenvectors through projectors.
+
+    Residuals: at most ``residual_tol`` (relative) when the call asked for it;
+    otherwise at most ``sqrt(2 rtol)``, what an eigenvalue error bound
+    ``r^2 / gap <= rtol`` implies (gap <= 2 ||A||). Eigenvectors: within
+    ``r / gap`` of their eigenspace (Davis-Kahan), with ``r`` the residual.
+    """
     A = np.asarray(A, dtype=np.float64)
     d = A.shape[0]
     lam, _ = naive.topk_eigh_dense(A, k, which)
@@ -70,9 +76,13 @@ def check(res, A, k, which="LA", rtol=RTOL):
     assert np.abs(res.values - lam).max() <= rtol * scale + 1e-300
     V = res.vectors
     assert np.abs(V.T @ V - np.eye(k)).max() <= 1e-10
-    R = np.linalg.norm(A @ V - V * res.values, axis=0)
+    R = np.linalg.norm((A / scale) @ V - V * (res.values / scale), axis=0) * scale  # no over/underflow
     assert np.allclose(res.residuals, R, rtol=1e-6, atol=1e-12 * scale)
-    assert R.max() <= 1e-9 * scale + 1e-300
+    rmax = float(R.max())
+    if residual_tol is not None:
+        assert rmax <= residual_tol * scale + 1e-300
+    else:
+        assert rmax <= np.sqrt(2 * rtol) * scale + 1e-300
     # sign/rotation-free eigenvectors: each returned group lies in its eigenspace,
     # and equals it when the whole (near-)degenerate eigenspace was returned
     cl = 1e-8 * scale
@@ -81,12 +91,12 @@ def check(res, A, k, which="LA", rtol=RTOL):
         space = np.abs(w_all - value) <= 2 * cl
         others = w_all[~space]
         gap = np.abs(others - value).min() if others.size else scale
-        bound = 1e-8 * scale / max(gap, 1e-300) + 1e-9
+        bound = np.sqrt(mine.sum()) * (rmax + 1e-8 * scale) / max(gap, 1e-300) + 1e-9
         P = naive.eigenspace_projector(A, value, 2 * cl)
         Vg = V[:, mine]
         assert np.linalg.norm(P @ Vg - Vg) <= bound
         if mine.sum() == space.sum():
-            assert np.linalg.norm(Vg @ Vg.T - P) <= bound
+            assert np.linalg.norm(Vg @ Vg.T - P) <= np.sqrt(2) * bound
 
 
 # ---------------------------------------------------------------- planted spectra
@@ -98,6 +108,40 @@ def test_planted_semicircle(which):
     res = topk_eigh(A, 12, which=which, seed=1)
     assert res.method == "lanczos" and res.converged
     check(res, A, 12, which)
+
+
+@pytest.mark.parametrize("which", ["LA", "SA", "BE"])
+def test_residual_tol_gives_accurate_vectors(which):
+    # residual_tol below 1e-6 runs in float64 throughout and bounds every residual
+    A = planted(300, [6.0, 4.0, 3.0, 2.6, -5.0, -3.2])
+    res = topk_eigh(A, 12, which=which, seed=1, residual_tol=1e-10)
+    assert res.method == "lanczos" and res.converged
+    check(res, A, 12, which, residual_tol=1e-10)
+    loose = topk_eigh(A, 12, which=which, seed=1)
+    assert loose.residuals.max() > 10 * res.residuals.max()  # the default stops at the eigenvalue accuracy
+
+
+def test_float32_products_hand_over_to_float64():
+    # the top pair sits 1e-9 (relative) from a run of 30 eigenvalues spaced by 1e-10: float32
+    # products (error ~1e-7 ||A||) cannot certify it, so the float64 steps must take over
+    d = 300
+    run = 5.0 + 1e-9 * np.arange(30)
+    values = np.concatenate([[10.0, 9.0, 8.0], run, np.linspace(-3.0, 4.0, d - 33)])
+    A = with_spectrum(values, seed=9)
+    res = topk_eigh(A, 6)
+    assert res.converged
+    check(res, A, 6)
+    w = np.sort(values)[::-1][:6]
+    assert np.abs(res.values - w).max() <= 1e-10 * 10.0
+
+
+@pytest.mark.parametrize("scale", [1e-200, 1e200])
+def test_extreme_magnitudes(scale):
+    # the float32 copy is scaled by a power of two: no underflow or overflow
+    A = planted(200, [4.0, 3.0, -3.5]) * scale
+    res = topk_eigh(A, 4, which="BE")
+    assert res.converged
+    check(res, A, 4, "BE")
 
 
 def test_planted_marchenko_pastur():
@@ -243,7 +287,7 @@ def test_start_vectors():
 def test_not_converged_warns():
     A = planted(300, [3.0, 2.5])
     with pytest.warns(ConvergenceWarning, match=r"topk_eigh: \d+ of 10 eigenpairs converged to tol=1e-10 in 2 block products \(max_iter reached\)"):
-        res = topk_eigh(A, 10, max_iter=2)
+        res = topk_eigh(A, 10, max_iter=2, block_size=8)
     assert not res.converged
     assert res.values.shape == (10,) and np.isfinite(res.values).all()
     assert issubclass(ConvergenceWarning, UserWarning)
@@ -341,13 +385,14 @@ def test_property_lanczos_path(data, monkeypatch_dense):
     k = data.draw(st.integers(1, 3))
     if which == "BE":
         k = max(k, 2)
-    res = topk_eigh(A, k, which=which, block_size=4)
-    assert res.method == "lanczos"
     lam, _ = naive.topk_eigh_dense(A, k, which)
     scale = max(np.abs(np.linalg.eigvalsh(A)).max(), 1e-300)
-    assert np.abs(res.values - lam).max() <= 1e-9 * scale + 1e-300
-    assert np.abs(res.vectors.T @ res.vectors - np.eye(k)).max() <= 1e-10
-    assert res.residuals.max() <= 1e-9 * scale + 1e-300
+    for residual_tol in (None, 1e-9):
+        res = topk_eigh(A, k, which=which, block_size=4, residual_tol=residual_tol)
+        assert res.method == "lanczos"
+        assert np.abs(res.values - lam).max() <= 1e-9 * scale + 1e-300
+        assert np.abs(res.vectors.T @ res.vectors - np.eye(k)).max() <= 1e-10
+        assert res.residuals.max() <= (residual_tol or np.sqrt(2e-10)) * scale + 1e-300
 
 
 @pytest.fixture(scope="module")
