@@ -126,6 +126,7 @@ class _Operator:
         # products are returned for A * 2**shift, 2**-shift near max|A_ij| (dense and sparse
         # A): Gram matrices of products then neither overflow nor underflow
         self.shift = 0
+        self.lowp_shift = 0
         self.n_matvec = 0
 
     def matmat(self, X):
@@ -155,14 +156,15 @@ class _Operator:
         if exact or self.lowp is None:
             Y = Xt @ self.A
             return np.ldexp(Y, self.shift, out=Y) if self.shift else Y
-        # the float32 copy already holds A * 2**shift
         X32 = Xt.astype(np.float32)
         if Xt.shape[0] > GEMV_MAX:
-            return (X32 @ self.lowp).astype(np.float64)
-        Y = np.empty(Xt.shape)
-        for i in range(Xt.shape[0]):
-            Y[i] = self.lowp @ X32[i]
-        return Y
+            Y = (X32 @ self.lowp).astype(np.float64)
+        else:
+            Y = np.empty(Xt.shape)
+            for i in range(Xt.shape[0]):
+                Y[i] = self.lowp @ X32[i]
+        rest = self.shift - self.lowp_shift  # the float32 copy holds A * 2**lowp_shift
+        return np.ldexp(Y, rest, out=Y) if rest else Y
 
     def dense(self):
         if self.kind == "dense":
@@ -223,13 +225,19 @@ def _as_operator(A, lowp=False):
     amax = float(out[:, 1].max()) if d else 0.0
     shift = -math.frexp(amax)[1] if amax > 0 else 0
     A32 = None
+    inner = 0  # the part of the shift applied inside the float32 copy
     if lowp and d:
-        # A * 2**shift (exact) in float32: neither overflow nor underflow
-        A32 = np.ascontiguousarray(np.ldexp(A, shift) if shift else A, dtype=np.float32)
+        if abs(shift) <= 64:  # float32's range holds A itself; scale the (small) products instead
+            A32 = np.ascontiguousarray(A, dtype=np.float32)
+        else:  # A * 2**shift (exact) in float32: neither overflow nor underflow
+            inner = shift
+            A32 = np.empty((d, d), dtype=np.float32)
+            np.ldexp(A, shift, out=A32, casting="unsafe")
     if dtype != np.float64:
         A = A.astype(np.float64)  # documented: float32 input is computed in float64
     op = _Operator(A, d, "dense", lowp=A32)
     op.shift = shift
+    op.lowp_shift = inner
     return op
 
 

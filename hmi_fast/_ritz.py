@@ -63,7 +63,7 @@ def _orthogonal_block(Wt, Qt, rng, scale):
     When a block nearly lies in ``span(Qt)`` (an invariant subspace is
     close), what is left after the projections is mostly rounding, and
     normalising it brings back components along ``Qt``; so the cosines with
-    ``Qt`` are measured, and while one exceeds 1e-10 the block is projected
+    ``Qt`` are measured, and while one exceeds 1e-12 the block is projected
     and made orthonormal again (directions that vanish are replaced by
     random ones). One ``(b, j)`` product when nothing is wrong.
     """
@@ -72,7 +72,7 @@ def _orthogonal_block(Wt, Qt, rng, scale):
         if not Qt.shape[0]:
             break
         D = Pt @ Qt.T
-        if np.abs(D).max(initial=0.0) <= 1e-10:
+        if np.abs(D).max(initial=0.0) <= 1e-12:
             break
         Pt -= D @ Qt
         Pt -= (Pt @ Qt.T) @ Qt
@@ -206,7 +206,8 @@ def _refine(op, state, n_top, n_bot, tols, rng, steps=POLISH_STEPS):
     outer = n - n_top - e_top - n_bot - e_bot > 0
     mu_top = state.values[order[n - 1 - n_top - e_top]] + state.residuals[order[n - 1 - n_top - e_top]] if outer else np.inf
     mu_bot = state.values[order[n_bot + e_bot]] - state.residuals[order[n_bot + e_bot]] if outer else -np.inf
-    V = np.ascontiguousarray(state.vectors[idx])
+    # orthonormal to rounding (the basis is kept orthogonal to 1e-12)
+    V = _orthonormalize(np.ascontiguousarray(state.vectors[idx]), state.vectors[:0], rng, 1.0)
     AV = op.matmat_t(V)
     n_ext = 0
     while True:
