@@ -118,11 +118,11 @@ class _Operator:
     iterates and ``A`` itself (float64) for the final Rayleigh-Ritz step.
     """
 
-    def __init__(self, A, d, kind, lowp=None):
+    def __init__(self, A, d, kind):
         self.A = A
         self.d = d
         self.kind = kind  # "dense", "sparse" or "operator"
-        self.lowp = lowp
+        self.lowp = None
         # products are returned for A * 2**shift, 2**-shift near max|A_ij| (dense and sparse
         # A): Gram matrices of products then neither overflow nor underflow
         self.shift = 0
@@ -166,6 +166,19 @@ class _Operator:
         rest = self.shift - self.lowp_shift  # the float32 copy holds A * 2**lowp_shift
         return np.ldexp(Y, rest, out=Y) if rest else Y
 
+    def make_lowp(self):
+        """Keep a float32 copy of a dense ``A`` for ``matmat_t(..., exact=False)`` (``4 d^2`` bytes)."""
+        if self.kind != "dense" or self.lowp is not None or not self.d:
+            return
+        given = getattr(self, "_f32_input", None)
+        if abs(self.shift) <= 64:  # float32's range holds A itself; scale the (small) products instead
+            self.lowp = np.ascontiguousarray(given if given is not None else self.A, dtype=np.float32)
+            self.lowp_shift = 0
+        else:  # A * 2**shift (exact) in float32: neither overflow nor underflow
+            self.lowp = np.empty((self.d, self.d), dtype=np.float32)
+            np.ldexp(self.A, self.shift, out=self.lowp, casting="unsafe")
+            self.lowp_shift = self.shift
+
     def dense(self):
         if self.kind == "dense":
             return self.A
@@ -181,8 +194,8 @@ class _Operator:
 def _as_operator(A, lowp=False):
     """Validate ``A`` and wrap it; dense float32 is converted to float64 once.
 
-    ``lowp``: also keep a float32 copy of a dense ``A`` (a C-contiguous
-    float32 input is used as it is).
+    ``lowp``: also keep a float32 copy of a dense ``A`` (see
+    :meth:`_Operator.make_lowp`; a C-contiguous float32 input is used as it is).
     """
     if sp.issparse(A):
         if A.ndim != 2 or A.shape[0] != A.shape[1]:
@@ -223,21 +236,16 @@ def _as_operator(A, lowp=False):
             raise ValueError(f"A: contains {bad} NaN or inf entries; A must be finite")
         _check_asym(float(out[:, 0].max()), float(out[:, 1].max()), dtype)
     amax = float(out[:, 1].max()) if d else 0.0
-    shift = -math.frexp(amax)[1] if amax > 0 else 0
-    A32 = None
-    inner = 0  # the part of the shift applied inside the float32 copy
-    if lowp and d:
-        if abs(shift) <= 64:  # float32's range holds A itself; scale the (small) products instead
-            A32 = np.ascontiguousarray(A, dtype=np.float32)
-        else:  # A * 2**shift (exact) in float32: neither overflow nor underflow
-            inner = shift
-            A32 = np.empty((d, d), dtype=np.float32)
-            np.ldexp(A, shift, out=A32, casting="unsafe")
     if dtype != np.float64:
+        A32_in = A if dtype == np.float32 else None
         A = A.astype(np.float64)  # documented: float32 input is computed in float64
-    op = _Operator(A, d, "dense", lowp=A32)
-    op.shift = shift
-    op.lowp_shift = inner
+    else:
+        A32_in = None
+    op = _Operator(A, d, "dense")
+    op.shift = -math.frexp(amax)[1] if amax > 0 else 0
+    op._f32_input = A32_in
+    if lowp:
+        op.make_lowp()
     return op
 
 

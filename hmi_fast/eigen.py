@@ -100,7 +100,8 @@ When the dense solver is used instead
 For ``d <= 64``, for ``k > d / 3``, and when the Lanczos basis would not fit
 in ``d`` dimensions, ``scipy.linalg.eigh`` is faster and exact: it is called
 directly (an operator is then materialised with ``d`` products). With
-``method="auto"`` dense matrices below ``DENSE_AUTO_D`` go to it as well.
+``method="auto"`` dense matrices below the measured crossover
+(``DENSE_AUTO_D``, ``DENSE_AUTO_PER_K``) go to it as well.
 
 Performance
 -----------
@@ -143,11 +144,12 @@ __all__ = ["ConvergenceWarning", "EighResult", "topk_eigh"]
 #: matrices up to this size always go to the dense solver.
 DENSE_MAX_D = 64
 
-#: with method="auto", dense matrices below this size go to LAPACK: measured
-#: crossover of Lanczos (tol 1e-10) against eigh(subset_by_index) on
-#: spectral matrices, 2-core machine (docs/benchmarks.md). "BE" needs two
-#: LAPACK calls, so its crossover is lower.
-DENSE_AUTO_D = {"LA": 1000, "SA": 1000, "BE": 1200}
+#: with method="auto", dense matrices with d < max(DENSE_AUTO_D, DENSE_AUTO_PER_K * m),
+#: m the pairs wanted at one end, go to LAPACK: the measured crossover of
+#: Lanczos against eigh(subset_by_index) on spectral matrices, 2-core machine
+#: (docs/benchmarks.md): d ~ 1000 for 20 pairs per end, ~ 1400 for 40.
+DENSE_AUTO_D = 1000
+DENSE_AUTO_PER_K = 35
 
 
 
@@ -227,9 +229,9 @@ def topk_eigh(A, k, *, which="LA", tol=1e-10, max_iter=None, block_size=None, se
         and at least the ``ceil(k / block_size)`` that hold ``k`` vectors.
     block_size : int, optional
         Vectors per block; at least the size of any cluster of nearly equal
-        wanted eigenvalues. Default for ``k <= 24``: 4 when the float32 copy
-        of a dense ``A`` fits in half the last-level cache, else 8; 16 for
-        ``k <= 64``; else 32.
+        wanted eigenvalues. Default: 4 for ``k <= 24``, 8 for ``k <= 64``,
+        else 16 when the float32 copy of a dense ``A`` fits in half the
+        last-level cache; 8, 16, 32 otherwise.
     seed : int or numpy.random.Generator, optional
         Start block; ``None`` means seed 0, so results are reproducible by default.
     v0 : ndarray of shape (d,) or (d, c), optional
@@ -242,8 +244,9 @@ def topk_eigh(A, k, *, which="LA", tol=1e-10, max_iter=None, block_size=None, se
         start. Default: no residual test.
     method : {"auto", "lanczos", "dense"}
         ``"auto"`` uses LAPACK (``scipy.linalg.eigh`` on index subsets) for
-        dense matrices with ``d < DENSE_AUTO_D[which]`` — below that size it
-        was measured faster than Lanczos on spectral matrices (see
+        dense matrices with ``d < max(DENSE_AUTO_D, DENSE_AUTO_PER_K * m)``,
+        ``m`` the pairs wanted at one end — there it was measured faster
+        than Lanczos on spectral matrices (see
         ``docs/benchmarks.md``) — and Lanczos otherwise; ``"lanczos"`` forces
         Lanczos except where it makes no sense (tiny d, k close to d);
         ``"dense"`` forces LAPACK.
@@ -278,10 +281,7 @@ def topk_eigh(A, k, *, which="LA", tol=1e-10, max_iter=None, block_size=None, se
         ):
             raise ValueError(f"residual_tol: must be a positive finite number or None, got {residual_tol!r}")
         residual_tol = float(residual_tol)
-    d_in = np.shape(A)[0] if isinstance(A, np.ndarray) and np.ndim(A) == 2 else 0
-    lowp = method == "lanczos" or (method == "auto" and d_in >= DENSE_AUTO_D[which])
-    lowp = lowp and (residual_tol is None or residual_tol >= LOWP_RESIDUAL_MIN)
-    op = _as_operator(A, lowp=lowp and d_in > DENSE_MAX_D)
+    op = _as_operator(A)
     d = op.d
     if d == 0:
         raise ValueError("A: is empty (d = 0); give at least a 1 x 1 matrix")
@@ -290,6 +290,11 @@ def topk_eigh(A, k, *, which="LA", tol=1e-10, max_iter=None, block_size=None, se
         raise ValueError(f"tol: must be a positive finite number, got {tol!r}")
     tol = float(tol)
     tols = (tol, math.inf if residual_tol is None else residual_tol)
+    n_top, n_bot = {"LA": (k, 0), "SA": (0, k), "BE": ((k + 1) // 2, k // 2)}[which]
+    auto_dense = method == "auto" and op.kind == "dense" and d < max(DENSE_AUTO_D, DENSE_AUTO_PER_K * max(n_top, n_bot))
+    if method != "dense" and not auto_dense and d > DENSE_MAX_D and 3 * k <= d:
+        if residual_tol is None or residual_tol >= LOWP_RESIDUAL_MIN:
+            op.make_lowp()  # products in float32 while iterating
     if block_size is None:
         b = _default_block(k, d, op.lowp is not None)
     else:
@@ -304,9 +309,7 @@ def topk_eigh(A, k, *, which="LA", tol=1e-10, max_iter=None, block_size=None, se
     if V0 is not None:
         b = max(b, V0.shape[1])  # a wider start block widens the block
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(0 if seed is None else seed)
-    n_top, n_bot = {"LA": (k, 0), "SA": (0, k), "BE": ((k + 1) // 2, k // 2)}[which]
     m_max = min(_subspace_size(k, b), b * ((d - k - b) // b))
-    auto_dense = method == "auto" and op.kind == "dense" and d < DENSE_AUTO_D[which]
     if method == "dense" or auto_dense or d <= DENSE_MAX_D or 3 * k > d or m_max < k + 3 * b:
         return _dense(op, n_top, n_bot)
     P0 = rng.standard_normal((d, b))
@@ -346,11 +349,13 @@ def _default_block(k, d, lowp):
     With a float32 copy that stays in the last-level cache, products one
     vector at a time run at cache speed and a block of 4 needs the fewest
     (block Krylov needs more products for the same accuracy the wider the
-    block); otherwise ``gemm`` needs 8 or more columns to stop being
-    memory-bound.
+    block; for ``25 <= k <= 64`` a block of 8, where the extra steps of a
+    block of 4 cost more than its products save); otherwise ``gemm`` needs 8
+    or more columns to stop being memory-bound. Measured on spectral
+    matrices, d = 1000-4000 (docs/benchmarks.md).
     """
-    if lowp and k <= 24 and 4 * d * d <= _cache_bytes() // 2:
-        return 4
+    if lowp and 4 * d * d <= _cache_bytes() // 2:
+        return 4 if k <= 24 else (8 if k <= 64 else 16)
     return 8 if k <= 24 else (16 if k <= 64 else 32)
 
 
