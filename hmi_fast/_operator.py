@@ -123,6 +123,7 @@ class _Operator:
         self.d = d
         self.kind = kind  # "dense", "sparse" or "operator"
         self.lowp = None
+        self._f32_input = None  # a float32 A as given, reused by make_lowp
         # products are returned for A * 2**shift, 2**-shift near max|A_ij| (dense and sparse
         # A): Gram matrices of products then neither overflow nor underflow
         self.shift = 0
@@ -170,7 +171,7 @@ class _Operator:
         """Keep a float32 copy of a dense ``A`` for ``matmat_t(..., exact=False)`` (``4 d^2`` bytes)."""
         if self.kind != "dense" or self.lowp is not None or not self.d:
             return
-        given = getattr(self, "_f32_input", None)
+        given = self._f32_input
         if abs(self.shift) <= 64:  # float32's range holds A itself; scale the (small) products instead
             self.lowp = np.ascontiguousarray(given if given is not None else self.A, dtype=np.float32)
             self.lowp_shift = 0
@@ -191,11 +192,11 @@ class _Operator:
 # ---------------------------------------------------------------- validation
 
 
-def _as_operator(A, lowp=False):
+def _as_operator(A):
     """Validate ``A`` and wrap it; dense float32 is converted to float64 once.
 
-    ``lowp``: also keep a float32 copy of a dense ``A`` (see
-    :meth:`_Operator.make_lowp`; a C-contiguous float32 input is used as it is).
+    A float32 copy for the iteration is made later, on demand
+    (:meth:`_Operator.make_lowp`; a C-contiguous float32 input is used as it is).
     """
     if sp.issparse(A):
         if A.ndim != 2 or A.shape[0] != A.shape[1]:
@@ -244,8 +245,6 @@ def _as_operator(A, lowp=False):
     op = _Operator(A, d, "dense")
     op.shift = -math.frexp(amax)[1] if amax > 0 else 0
     op._f32_input = A32_in
-    if lowp:
-        op.make_lowp()
     return op
 
 
