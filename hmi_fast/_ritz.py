@@ -36,7 +36,7 @@ def _orthonormalize(Wt, Qt, rng, scale):
             L = None
         if L is not None and np.abs(np.diag(L)).min() > 1e-4 * np.abs(np.diag(L)).max():
             # (b x b inverses applied by gemm: faster than a triangular solve with d right-hand
-            # sides, and NumPy's BLAS like the products; see "Threads" above)
+            # sides, and NumPy's BLAS like the products; see "Threads" in hmi_fast.eigen)
             Pt = np.linalg.inv(L) @ Wt
             # a second Cholesky QR pass restores orthonormality to rounding
             return np.linalg.inv(np.linalg.cholesky(Pt @ Pt.T)) @ Pt
