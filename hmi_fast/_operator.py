@@ -71,6 +71,95 @@ def _symmetry_scan(A, tile, out):
         out[p, 2] = nonfinite
 
 
+@jit(inline="always")
+def _dot44(a0, a1, a2, a3, v0, v1, v2, v3, d):
+    """The 16 dot products of rows ``a0..a3`` with vectors ``v0..v3`` (float32, one pass)."""
+    s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = np.float32(0.0)
+    s20 = s21 = s22 = s23 = s30 = s31 = s32 = s33 = np.float32(0.0)
+    for j in range(d):
+        x0 = a0[j]
+        x1 = a1[j]
+        x2 = a2[j]
+        x3 = a3[j]
+        y0 = v0[j]
+        y1 = v1[j]
+        y2 = v2[j]
+        y3 = v3[j]
+        s00 += x0 * y0
+        s01 += x0 * y1
+        s02 += x0 * y2
+        s03 += x0 * y3
+        s10 += x1 * y0
+        s11 += x1 * y1
+        s12 += x1 * y2
+        s13 += x1 * y3
+        s20 += x2 * y0
+        s21 += x2 * y1
+        s22 += x2 * y2
+        s23 += x2 * y3
+        s30 += x3 * y0
+        s31 += x3 * y1
+        s32 += x3 * y2
+        s33 += x3 * y3
+    return (s00, s01, s02, s03, s10, s11, s12, s13, s20, s21, s22, s23, s30, s31, s32, s33)
+
+
+@jit(inline="always")
+def _dot41(a0, a1, a2, a3, v, d):
+    """The 4 dot products of rows ``a0..a3`` with one vector ``v``."""
+    s0 = s1 = s2 = s3 = np.float32(0.0)
+    for j in range(d):
+        y = v[j]
+        s0 += a0[j] * y
+        s1 += a1[j] * y
+        s2 += a2[j] * y
+        s3 += a3[j] * y
+    return (s0, s1, s2, s3)
+
+
+@jit(parallel=True)
+def _thin_product(A, Xt, Yt, scale):
+    """``Yt = scale * Xt @ A`` for a symmetric float32 ``A``, float32 ``Xt`` (b, d), float64 ``Yt``.
+
+    One pass over ``A``: each thread takes blocks of 4 rows and forms their
+    dot products with the vectors 4 at a time (16 accumulators, one
+    ``A`` load per 4 multiply-adds; the rows stay in L1/L2 between groups
+    of vectors), so for the few vectors of a Lanczos block ``A`` is read
+    from memory once at its bandwidth, where OpenBLAS's ``sgemm`` packs
+    all of ``A`` and ``sgemv`` reads it once per vector. Sums are float32,
+    as in ``sgemv``.
+    """
+    d = A.shape[0]
+    b = Xt.shape[0]
+    ng = b // 4
+    for rb in prange((d + 3) // 4):
+        i = 4 * rb
+        if i + 4 <= d:
+            a0 = A[i]
+            a1 = A[i + 1]
+            a2 = A[i + 2]
+            a3 = A[i + 3]
+            for g in range(ng):
+                c = 4 * g
+                s = _dot44(a0, a1, a2, a3, Xt[c], Xt[c + 1], Xt[c + 2], Xt[c + 3], d)
+                for r in range(4):
+                    for q in range(4):
+                        Yt[c + q, i + r] = scale * s[4 * r + q]
+            for c in range(4 * ng, b):
+                t = _dot41(a0, a1, a2, a3, Xt[c], d)
+                for r in range(4):
+                    Yt[c, i + r] = scale * t[r]
+        else:  # the last d % 4 rows
+            for ii in range(i, d):
+                a = A[ii]
+                for c in range(b):
+                    v = Xt[c]
+                    acc = np.float32(0.0)
+                    for j in range(d):
+                        acc += a[j] * v[j]
+                    Yt[c, ii] = scale * acc
+
+
 # ---------------------------------------------------------------- BLAS threads
 
 _CONTROLLER = None
@@ -157,15 +246,10 @@ class _Operator:
         if exact or self.lowp is None:
             Y = Xt @ self.A
             return np.ldexp(Y, self.shift, out=Y) if self.shift else Y
-        X32 = Xt.astype(np.float32)
-        if Xt.shape[0] > GEMV_MAX:
-            Y = (X32 @ self.lowp).astype(np.float64)
-        else:
-            Y = np.empty(Xt.shape)
-            for i in range(Xt.shape[0]):
-                Y[i] = self.lowp @ X32[i]
-        rest = self.shift - self.lowp_shift  # the float32 copy holds A * 2**lowp_shift
-        return np.ldexp(Y, rest, out=Y) if rest else Y
+        Y = np.empty(Xt.shape)
+        # the float32 copy holds A * 2**lowp_shift; the scale is a power of two (exact)
+        _thin_product(self.lowp, Xt.astype(np.float32), Y, math.ldexp(1.0, self.shift - self.lowp_shift))
+        return Y
 
     def make_lowp(self):
         """Keep a float32 copy of a dense ``A`` for ``matmat_t(..., exact=False)`` (``4 d^2`` bytes)."""

@@ -315,7 +315,10 @@ def topk_eigh(A, k, *, which="LA", tol=1e-10, max_iter=None, block_size=None, se
     P0 = rng.standard_normal((d, b))
     if V0 is not None:
         P0[:, : V0.shape[1]] = V0
-    state = _lanczos(op, n_top, n_bot, tols, int(max_iter), b, m_max, rng, P0)
+    # numba's threads do the float32 products; everything else in the loop is small
+    # and runs on one BLAS thread, so no idle BLAS worker competes with them
+    with _blas_threads(1 if op.lowp is not None else None):
+        state = _lanczos(op, n_top, n_bot, tols, int(max_iter), b, m_max, rng, P0)
     result = _refine(op, state, n_top, n_bot, tols, rng, steps=min(POLISH_STEPS, max_iter - state.n_iter))
     if not result.converged and op.lowp is not None and result.n_iter < max_iter:
         # the float32 products could not resolve these pairs (gaps near 1e-7 ||A||):

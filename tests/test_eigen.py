@@ -420,3 +420,23 @@ def test_auto_method_picks_lapack_below_the_crossover():
     assert _topk_eigh(B, 40, which="BE").method == "lanczos"  # 20 per end
     with pytest.raises(ValueError, match=r"method: must be 'auto', 'lanczos' or 'dense'"):
         _topk_eigh(A, 6, method="arpack")
+
+
+@pytest.mark.parametrize("d", [1, 2, 3, 4, 5, 7, 64, 257])
+@pytest.mark.parametrize("b", [1, 3, 4, 5, 8, 13])
+def test_thin_product_matches_numpy(d, b):
+    """The float32 block product of the iteration: every row/vector remainder, scaled by a power of two."""
+    from hmi_fast._operator import _thin_product
+
+    rng = np.random.default_rng(d * 100 + b)
+    G = rng.standard_normal((d, d)).astype(np.float32)
+    A = G + G.T
+    Xt = rng.standard_normal((b, d)).astype(np.float32)
+    Y = np.full((b, d), np.nan)
+    _thin_product(A, Xt, Y, 0.25)
+    ref = 0.25 * (Xt.astype(np.float64) @ A.astype(np.float64))
+    # float32 sums of d products in any order: |error| <= (d + 1) eps32 |x|^T |a| (rounding of each
+    # product and of each addition); a wrong index or a skipped remainder is off by O(|x| |a|)
+    bound = 0.25 * (d + 1) * np.finfo(np.float32).eps * (np.abs(Xt).astype(np.float64) @ np.abs(A))
+    assert Y.dtype == np.float64 and np.isfinite(Y).all()
+    assert np.all(np.abs(Y - ref) <= bound + 1e-30)
