@@ -1,11 +1,21 @@
 """Package-wide configuration: numba flags, block size, threads.
 
-This module is imported first by :mod:`hmi_fast`. It sets
-``OMP_WAIT_POLICY=PASSIVE`` (unless the user already chose a policy) before
-numba's OpenMP runtime is loaded: with the default active policy the OpenMP
-workers busy-wait after each parallel kernel and take the cores that the
-BLAS call that follows needs, so the BLAS-3 part runs at one-core speed.
-``benchmarks/test_threading.py`` measures the effect.
+This module is imported first by :mod:`hmi_fast`. Before numba's OpenMP
+runtime (GNU libgomp) is loaded it bounds how long the OpenMP workers
+busy-wait after a parallel kernel: ``GOMP_SPINCOUNT=10000``, about 0.3 ms
+here, then they sleep. Two workloads pull opposite ways:
+
+* the streaming engine runs a numba kernel and then a BLAS-3 call on both
+  cores; workers that keep spinning take a core from the BLAS (OpenMP's
+  default active policy: 1.7-2x slower);
+* the eigensolver calls numba kernels every 0.1-0.5 ms; a worker that went
+  to sleep costs a wake-up per call and, on a virtual machine, runs on a
+  vCPU the host has slowed down (``OMP_WAIT_POLICY=PASSIVE``: the solve is
+  1.4x slower).
+
+A spin of about 0.3 ms keeps the workers awake through the solver's gaps
+and costs the engine a fraction of a millisecond per block (within noise;
+``benchmarks/threading_layers.py`` measures both workloads).
 
 Environment overrides
 ---------------------
@@ -18,15 +28,19 @@ Environment overrides
     Memory of one block buffer when the block size is not set.
 ``HMI_FAST_CACHE``
     ``0`` disables numba's on-disk cache (default on).
-``OMP_WAIT_POLICY``
-    Left alone when set by the user.
+``OMP_WAIT_POLICY``, ``GOMP_SPINCOUNT``
+    When the user sets either, both are left alone.
 """
 
 from __future__ import annotations
 
 import os
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+#: spins of an idle OpenMP worker before it sleeps (libgomp: about 26 us per 1000 here).
+SPINCOUNT = 10000
+
+if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+    os.environ["GOMP_SPINCOUNT"] = str(SPINCOUNT)
 
 import contextlib  # noqa: E402
 from typing import Iterator  # noqa: E402
@@ -155,6 +169,7 @@ def describe() -> dict:
         "numba_threads": numba.get_num_threads(),
         "numba_threading_layer": layer,
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "gomp_spincount": os.environ.get("GOMP_SPINCOUNT"),
         "blas": [
             {k: i.get(k) for k in ("internal_api", "version", "architecture", "num_threads")} for i in info
         ],

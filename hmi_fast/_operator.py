@@ -118,44 +118,45 @@ def _dot41(a0, a1, a2, a3, v, d):
 
 
 @jit(parallel=True)
-def _thin_product(A, Xt, Yt, scale):
-    """``Yt = scale * Xt @ A`` for a symmetric float32 ``A``, float32 ``Xt`` (b, d), float64 ``Yt``.
+def _dot_rows(A, Xt, Yt, scale):
+    """``Yt[c, i] = scale * (A[i] . Xt[c])``, i.e. ``Yt = scale * Xt @ A.T``, in one pass over ``A``.
 
-    One pass over ``A``: each thread takes blocks of 4 rows and forms their
-    dot products with the vectors 4 at a time (16 accumulators, one
-    ``A`` load per 4 multiply-adds; the rows stay in L1/L2 between groups
-    of vectors), so for the few vectors of a Lanczos block ``A`` is read
-    from memory once at its bandwidth, where OpenBLAS's ``sgemm`` packs
-    all of ``A`` and ``sgemv`` reads it once per vector. Sums are float32,
-    as in ``sgemv``.
+    ``A`` (n, m) and ``Xt`` (b, m) are C-contiguous, float32 or float64;
+    ``Yt`` (b, n) is float64. Each thread takes blocks of 4 rows of ``A``
+    and forms their dot products with the vectors 4 at a time (16
+    accumulators, one load of ``A`` per 4 multiply-adds; the rows stay in
+    L1/L2 between groups of vectors), so for the few vectors of a Lanczos
+    block ``A`` is read from memory once, at its bandwidth, where OpenBLAS's
+    ``gemm`` packs all of ``A`` and ``gemv`` reads it once per vector. Sums
+    are in ``A``'s precision, as in BLAS.
     """
-    d = A.shape[0]
+    n, m = A.shape
     b = Xt.shape[0]
     ng = b // 4
-    for rb in prange((d + 3) // 4):
+    for rb in prange((n + 3) // 4):
         i = 4 * rb
-        if i + 4 <= d:
+        if i + 4 <= n:
             a0 = A[i]
             a1 = A[i + 1]
             a2 = A[i + 2]
             a3 = A[i + 3]
             for g in range(ng):
                 c = 4 * g
-                s = _dot44(a0, a1, a2, a3, Xt[c], Xt[c + 1], Xt[c + 2], Xt[c + 3], d)
+                s = _dot44(a0, a1, a2, a3, Xt[c], Xt[c + 1], Xt[c + 2], Xt[c + 3], m)
                 for r in range(4):
                     for q in range(4):
                         Yt[c + q, i + r] = scale * s[4 * r + q]
             for c in range(4 * ng, b):
-                t = _dot41(a0, a1, a2, a3, Xt[c], d)
+                t = _dot41(a0, a1, a2, a3, Xt[c], m)
                 for r in range(4):
                     Yt[c, i + r] = scale * t[r]
-        else:  # the last d % 4 rows
-            for ii in range(i, d):
+        else:  # the last n % 4 rows
+            for ii in range(i, n):
                 a = A[ii]
                 for c in range(b):
                     v = Xt[c]
-                    acc = np.float32(0.0)
-                    for j in range(d):
+                    acc = a[0] * v[0]
+                    for j in range(1, m):
                         acc += a[j] * v[j]
                     Yt[c, ii] = scale * acc
 
@@ -234,21 +235,24 @@ class _Operator:
         return Y
 
     def matmat_t(self, Xt, exact=True):
-        """``(A X)^T`` for ``X = Xt^T``, float64, on the caller's BLAS threads.
+        """``(A X)^T`` for ``X = Xt^T``, float64, times ``2**shift``.
 
-        Dense: ``Xt @ A`` (``A`` symmetric; faster than ``A @ X``), with the
-        float32 copy when ``exact`` is false and there is one.
+        Dense ``A``: by :func:`_dot_rows` on numba's threads (``A`` is
+        symmetric, so its rows are its columns), with the float32 copy when
+        ``exact`` is false and there is one. Others: the caller's products.
         """
         if self.kind != "dense":
             Y = np.ascontiguousarray(self.matmat(Xt.T).T)
             return np.ldexp(Y, self.shift, out=Y) if self.shift else Y
         self.n_matvec += Xt.shape[0]
-        if exact or self.lowp is None:
-            Y = Xt @ self.A
-            return np.ldexp(Y, self.shift, out=Y) if self.shift else Y
         Y = np.empty(Xt.shape)
+        if exact or self.lowp is None:
+            # scale by 2**shift in the kernel (exact) unless that power of two leaves float64's range
+            inside = abs(self.shift) < 1000
+            _dot_rows(self.A, np.ascontiguousarray(Xt), Y, math.ldexp(1.0, self.shift) if inside else 1.0)
+            return Y if inside else np.ldexp(Y, self.shift, out=Y)
         # the float32 copy holds A * 2**lowp_shift; the scale is a power of two (exact)
-        _thin_product(self.lowp, Xt.astype(np.float32), Y, math.ldexp(1.0, self.shift - self.lowp_shift))
+        _dot_rows(self.lowp, Xt.astype(np.float32), Y, math.ldexp(1.0, self.shift - self.lowp_shift))
         return Y
 
     def make_lowp(self):
@@ -326,6 +330,7 @@ def _as_operator(A):
         A = A.astype(np.float64)  # documented: float32 input is computed in float64
     else:
         A32_in = None
+        A = np.ascontiguousarray(A)  # rows for the product kernel
     op = _Operator(A, d, "dense")
     op.shift = -math.frexp(amax)[1] if amax > 0 else 0
     op._f32_input = A32_in

@@ -16,6 +16,82 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg as sla
 
+from ._config import jit
+from ._operator import _dot_rows
+
+
+@jit()
+def _cholqr2(Wt, Pt, scale):
+    """Cholesky QR twice of the rows of ``Wt`` into ``Pt`` (both ``(b, d)``); False when ill-conditioned.
+
+    The Gram matrix ``Wt Wt^T``, its Cholesky factor ``L`` and the forward
+    substitution ``Pt = L^{-1} Wt`` done in one serial call (a block is a
+    few vectors: NumPy's dozen small calls cost more than the arithmetic).
+    Refuses (returns False, ``Pt`` undefined) when a row norm is below
+    ``1e-4`` of the largest or below ``1e-12 * max(scale, largest)``, or
+    when ``L``'s diagonal spreads by more than ``1e4``: the caller then uses
+    column-pivoted Householder QR.
+    """
+    b, d = Wt.shape
+    G = np.empty((b, b))
+    src = Wt
+    for npass in range(2):
+        if npass == 1:
+            scale = 1.0  # the rows are now of norm about 1
+        for p in range(b):
+            for q in range(p + 1):
+                acc = 0.0
+                u = src[p]
+                v = src[q]
+                for j in range(d):
+                    acc += u[j] * v[j]
+                G[p, q] = acc
+        gmax = 0.0
+        gmin = np.inf
+        for p in range(b):
+            g = np.sqrt(abs(G[p, p]))
+            gmax = max(gmax, g)
+            gmin = min(gmin, g)
+        if not (gmin > 1e-4 * gmax and gmin > 1e-12 * max(scale, gmax, 1e-300)):
+            return False
+        # Cholesky, lower triangle of G in place
+        for p in range(b):
+            acc = G[p, p]
+            for r in range(p):
+                acc -= G[p, r] * G[p, r]
+            if not acc > 0.0:
+                return False
+            lpp = np.sqrt(acc)
+            G[p, p] = lpp
+            for q in range(p + 1, b):
+                t = G[q, p]
+                for r in range(p):
+                    t -= G[q, r] * G[p, r]
+                G[q, p] = t / lpp
+        lmax = 0.0
+        lmin = np.inf
+        for p in range(b):
+            lmax = max(lmax, G[p, p])
+            lmin = min(lmin, G[p, p])
+        if not lmin > 1e-4 * lmax:
+            return False
+        # forward substitution, row by row: Pt[p] = (src[p] - sum_r L[p, r] Pt[r]) / L[p, p]
+        for p in range(b):
+            out = Pt[p]
+            u = src[p]
+            inv = 1.0 / G[p, p]
+            for j in range(d):
+                out[j] = u[j]
+            for r in range(p):
+                c = G[p, r]
+                w = Pt[r]
+                for j in range(d):
+                    out[j] -= c * w[j]
+            for j in range(d):
+                out[j] *= inv
+        src = Pt
+    return True
+
 
 def _orthonormalize(Wt, Qt, rng, scale):
     """Orthonormal rows spanning those of ``Wt``, which the caller made orthogonal to the rows of ``Qt``.
@@ -26,20 +102,10 @@ def _orthonormalize(Wt, Qt, rng, scale):
     random vector orthogonal to ``Qt`` and the rest, so the basis keeps
     growing. Returns a new C-contiguous ``(b, d)`` array.
     """
-    G = Wt @ Wt.T
-    gd = np.sqrt(np.abs(np.diag(G)))
-    tiny = 1e-12 * max(scale, float(gd.max(initial=0.0)), np.finfo(float).tiny)
-    if gd.min(initial=np.inf) > 1e-4 * gd.max(initial=0.0) and gd.min(initial=np.inf) > tiny:
-        try:
-            L = np.linalg.cholesky(G)
-        except np.linalg.LinAlgError:
-            L = None
-        if L is not None and np.abs(np.diag(L)).min() > 1e-4 * np.abs(np.diag(L)).max():
-            # (b x b inverses applied by gemm: faster than a triangular solve with d right-hand
-            # sides, and NumPy's BLAS like the products; see "Threads" in hmi_fast.eigen)
-            Pt = np.linalg.inv(L) @ Wt
-            # a second Cholesky QR pass restores orthonormality to rounding
-            return np.linalg.inv(np.linalg.cholesky(Pt @ Pt.T)) @ Pt
+    Wt = np.ascontiguousarray(Wt, dtype=np.float64)
+    Pt = np.empty_like(Wt)
+    if Wt.shape[0] and _cholqr2(Wt, Pt, float(scale)):
+        return Pt
     # Rank-revealing (column-pivoted) Householder QR: the leading columns of Q
     # span range(W) even when W is rank deficient; without pivoting a
     # negligible column would tilt the ones after it.
@@ -57,6 +123,16 @@ def _orthonormalize(Wt, Qt, rng, scale):
     return np.ascontiguousarray(G)
 
 
+def _cosines(Pt, Qt):
+    """``Pt @ Qt.T`` by the numba kernel (both C-contiguous rows): one pass over ``Qt``."""
+    D = np.empty((Pt.shape[0], Qt.shape[0]))
+    if Qt.flags.c_contiguous and Pt.flags.c_contiguous and Qt.dtype == Pt.dtype == np.float64:
+        _dot_rows(Qt, Pt, D, 1.0)
+    else:
+        np.matmul(Pt, Qt.T, out=D)
+    return D
+
+
 def _orthogonal_block(Wt, Qt, rng, scale):
     """:func:`_orthonormalize`, then checked against ``Qt`` and corrected.
 
@@ -71,7 +147,7 @@ def _orthogonal_block(Wt, Qt, rng, scale):
     for _ in range(3):
         if not Qt.shape[0]:
             break
-        D = Pt @ Qt.T
+        D = _cosines(Pt, Qt)
         if np.abs(D).max(initial=0.0) <= 1e-12:
             break
         Pt -= D @ Qt

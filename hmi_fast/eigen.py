@@ -131,6 +131,7 @@ from ._operator import (  # noqa: F401  (SYMMETRY_RTOL re-exported)
 from ._ritz import (
     POLISH_STEPS,
     _error_bounds,
+    _cosines,
     _orthogonal_block,
     _orthonormalize,
     _refine,
@@ -315,10 +316,15 @@ def topk_eigh(A, k, *, which="LA", tol=1e-10, max_iter=None, block_size=None, se
     P0 = rng.standard_normal((d, b))
     if V0 is not None:
         P0[:, : V0.shape[1]] = V0
-    # numba's threads do the float32 products; everything else in the loop is small
-    # and runs on one BLAS thread, so no idle BLAS worker competes with them
-    with _blas_threads(1 if op.lowp is not None else None):
-        state = _lanczos(op, n_top, n_bot, tols, int(max_iter), b, m_max, rng, P0)
+    # Dense A: numba's threads do the products (and the projections against the basis);
+    # everything else is small and runs on one BLAS thread (see "Threads" above)
+    with _blas_threads(1 if op.kind == "dense" else None):
+        return _solve(op, n_top, n_bot, tols, tol, residual_tol, max_iter, k, b, m_max, rng, P0)
+
+
+def _solve(op, n_top, n_bot, tols, tol, residual_tol, max_iter, k, b, m_max, rng, P0):
+    d = op.d
+    state = _lanczos(op, n_top, n_bot, tols, int(max_iter), b, m_max, rng, P0)
     result = _refine(op, state, n_top, n_bot, tols, rng, steps=min(POLISH_STEPS, max_iter - state.n_iter))
     if not result.converged and op.lowp is not None and result.n_iter < max_iter:
         # the float32 products could not resolve these pairs (gaps near 1e-7 ||A||):
@@ -339,7 +345,7 @@ def topk_eigh(A, k, *, which="LA", tol=1e-10, max_iter=None, block_size=None, se
             f"topk_eigh: {ok} of {k} eigenpairs converged to {crit} in {result.n_iter} block "
             "products (max_iter reached); returning the best estimates (raise max_iter or block_size)",
             ConvergenceWarning,
-            stacklevel=2,
+            stacklevel=3,  # the caller of topk_eigh
         )
     # back from the operator's units (A * 2**shift) to A's
     return EighResult(np.ldexp(result.values, -op.shift), result.vectors, np.ldexp(result.residuals, -op.shift),
@@ -454,14 +460,14 @@ def _lanczos(op, n_top, n_bot, tols, max_iter, b, m_max, rng, P, n_iter0=0):
         n_iter += 1
         Qall = Qt[:j1]
         W0 = Wt.copy()
-        C = Qall @ Wt.T  # (j1, b) = Q A P^T, full reorthogonalisation coefficients
+        C = _cosines(Wt, Qall).T  # (j1, b) = Q A P^T, full reorthogonalisation coefficients
         Ca = C[nl:]
         H[ma : ma + b, :ma] = Ca[:ma].T
         H[:ma, ma : ma + b] = Ca[:ma]
         H[ma : ma + b, ma : ma + b] = (Ca[ma:] + Ca[ma:].T) / 2
         ma += b
         scale = max(anorm, float(np.abs(Ca[ma - b :]).max()))
-        Wt -= C.T @ Qall
+        Wt -= C.T @ Qall  # (NumPy's BLAS; a numba kernel for this update was slower)
         # One pass leaves components along Q of size (orthogonality error of
         # Q) * ||A p|| / ||w||; _orthogonal_block measures them on the
         # normalised block and projects again when they exceed 1e-12.

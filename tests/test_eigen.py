@@ -286,8 +286,9 @@ def test_start_vectors():
 
 def test_not_converged_warns():
     A = planted(300, [3.0, 2.5])
-    with pytest.warns(ConvergenceWarning, match=r"topk_eigh: \d+ of 10 eigenpairs converged to tol=1e-10 in 2 block products \(max_iter reached\)"):
+    with pytest.warns(ConvergenceWarning, match=r"topk_eigh: \d+ of 10 eigenpairs converged to tol=1e-10 in 2 block products \(max_iter reached\)") as rec:
         res = topk_eigh(A, 10, max_iter=2, block_size=8)
+    assert rec[0].filename == __file__  # points at the caller
     assert not res.converged
     assert res.values.shape == (10,) and np.isfinite(res.values).all()
     assert issubclass(ConvergenceWarning, UserWarning)
@@ -422,21 +423,49 @@ def test_auto_method_picks_lapack_below_the_crossover():
         _topk_eigh(A, 6, method="arpack")
 
 
-@pytest.mark.parametrize("d", [1, 2, 3, 4, 5, 7, 64, 257])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n, m", [(1, 1), (2, 3), (3, 2), (4, 4), (5, 7), (7, 5), (64, 64), (257, 130)])
 @pytest.mark.parametrize("b", [1, 3, 4, 5, 8, 13])
-def test_thin_product_matches_numpy(d, b):
-    """The float32 block product of the iteration: every row/vector remainder, scaled by a power of two."""
-    from hmi_fast._operator import _thin_product
+def test_dot_rows_matches_numpy(n, m, b, dtype):
+    """The block product of the iteration, Yt = scale * Xt @ A.T: every row/vector remainder, both precisions."""
+    from hmi_fast._operator import _dot_rows
 
-    rng = np.random.default_rng(d * 100 + b)
-    G = rng.standard_normal((d, d)).astype(np.float32)
-    A = G + G.T
-    Xt = rng.standard_normal((b, d)).astype(np.float32)
-    Y = np.full((b, d), np.nan)
-    _thin_product(A, Xt, Y, 0.25)
-    ref = 0.25 * (Xt.astype(np.float64) @ A.astype(np.float64))
-    # float32 sums of d products in any order: |error| <= (d + 1) eps32 |x|^T |a| (rounding of each
-    # product and of each addition); a wrong index or a skipped remainder is off by O(|x| |a|)
-    bound = 0.25 * (d + 1) * np.finfo(np.float32).eps * (np.abs(Xt).astype(np.float64) @ np.abs(A))
+    rng = np.random.default_rng(n * 1000 + m * 10 + b)
+    A = rng.standard_normal((n, m)).astype(dtype)
+    Xt = rng.standard_normal((b, m)).astype(dtype)
+    Y = np.full((b, n), np.nan)
+    _dot_rows(A, Xt, Y, 0.25)
+    ref = 0.25 * (Xt.astype(np.float64) @ A.astype(np.float64).T)
+    # sums of m products in any order: |error| <= (m + 1) eps |x| |a| (rounding of each product
+    # and each addition); a wrong index or a skipped remainder is off by O(|x| |a|)
+    bound = 0.25 * (m + 1) * np.finfo(dtype).eps * (np.abs(Xt).astype(np.float64) @ np.abs(A).T)
     assert Y.dtype == np.float64 and np.isfinite(Y).all()
-    assert np.all(np.abs(Y - ref) <= bound + 1e-30)
+    assert np.all(np.abs(Y - ref) <= bound + 1e-300)
+
+
+@pytest.mark.parametrize("b, d", [(1, 5), (4, 50), (8, 300)])
+def test_cholqr2_orthonormal_rows_same_span(b, d):
+    from hmi_fast._ritz import _cholqr2
+
+    rng = np.random.default_rng(b + d)
+    W = rng.standard_normal((b, d)) * np.logspace(0, 2, b)[:, None]  # rows of different norms
+    P = np.empty_like(W)
+    assert _cholqr2(W, P, 1.0)
+    assert np.abs(P @ P.T - np.eye(b)).max() < 1e-14
+    # same span: projecting W onto the rows of P loses nothing; triangular: row p uses rows <= p
+    assert np.abs(W - (W @ P.T) @ P).max() < 1e-12 * np.abs(W).max()
+    assert np.abs(np.triu(W @ P.T, 1)).max() < 1e-12 * np.abs(W).max()
+
+
+def test_cholqr2_refuses_ill_conditioned_blocks():
+    from hmi_fast._ritz import _cholqr2, _orthonormalize
+
+    rng = np.random.default_rng(0)
+    W = rng.standard_normal((4, 100))
+    W[3] = W[0] + 1e-9 * rng.standard_normal(100)  # nearly dependent rows
+    assert not _cholqr2(W, np.empty_like(W), 1.0)
+    Z = np.zeros((3, 100))  # an invariant subspace was hit
+    assert not _cholqr2(Z, np.empty_like(Z), 1.0)
+    # the caller falls back to pivoted QR and still returns orthonormal rows
+    P = _orthonormalize(W, np.zeros((0, 100)), rng, 1.0)
+    assert np.abs(P @ P.T - np.eye(4)).max() < 1e-14
