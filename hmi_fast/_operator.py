@@ -33,13 +33,14 @@ _TILE = 64
 
 
 @jit(parallel=True)
-def _symmetry_scan(A, tile, out):
-    """One tiled pass over A: per tile-row pair, max|A_ij - A_ji|, max|A_ij| and a finiteness sum.
+def _symmetry_scan(A, tile, out, A32, copy):
+    """One pass over A: max|A_ij - A_ji|, max|A_ij|, a count of NaN/inf, and (``copy``) ``A32 = float32(A)``.
 
-    ``out`` has shape ``(n_pairs, 3)``; iteration ``p`` writes row ``p`` only;
-    ``out[p, 2]`` counts NaN and inf entries (twice off the diagonal). The
-    loops are branch-free, so they vectorise. Tile rows ``p`` and
-    ``nt - 1 - p`` go together so every iteration does the same work.
+    ``out`` has shape ``(n_pairs, 3)``; iteration ``p`` handles tile rows
+    ``p`` and ``nt - 1 - p`` (the same work for every ``p``) and writes row
+    ``p`` only. Whole rows are read contiguously (magnitude, finiteness, the
+    float32 copy: vectorised), then the tiles right of the diagonal are
+    compared with their mirror images, which are read down columns.
     """
     d = A.shape[0]
     nt = (d + tile - 1) // tile
@@ -54,18 +55,23 @@ def _symmetry_scan(A, tile, out):
                 continue
             i0 = ti * tile
             i1 = min(i0 + tile, d)
-            for tj in range(ti, nt):
-                j0 = tj * tile
+            for i in range(i0, i1):
+                row = A[i]
+                for j in range(d):
+                    a = abs(row[j])
+                    amax = a if a > amax else amax
+                    nonfinite += 0.0 if a < np.inf else 1.0
+                if copy:
+                    r32 = A32[i]
+                    for j in range(d):
+                        r32[j] = row[j]
+            for j0 in range(i0, d, tile):
                 j1 = min(j0 + tile, d)
                 for i in range(i0, i1):
-                    for j in range(j0, j1):
-                        a = A[i, j]
-                        c = A[j, i]
-                        t = abs(a - c)
+                    row = A[i]
+                    for j in range(max(j0, i + 1), j1):
+                        t = abs(row[j] - A[j, i])
                         asym = t if t > asym else asym
-                        m = abs(a) if abs(a) > abs(c) else abs(c)
-                        amax = m if m > amax else amax
-                        nonfinite += (0.0 if abs(a) < np.inf else 1.0) + (0.0 if abs(c) < np.inf else 1.0)
         out[p, 0] = asym
         out[p, 1] = amax
         out[p, 2] = nonfinite
@@ -280,11 +286,13 @@ class _Operator:
 # ---------------------------------------------------------------- validation
 
 
-def _as_operator(A):
+def _as_operator(A, float32_copy=False):
     """Validate ``A`` and wrap it; dense float32 is converted to float64 once.
 
-    A float32 copy for the iteration is made later, on demand
-    (:meth:`_Operator.make_lowp`; a C-contiguous float32 input is used as it is).
+    With ``float32_copy`` a dense float64 ``A`` also gets its float32 copy
+    for the iteration (``op.lowp``) from the same pass over it; otherwise
+    :meth:`_Operator.make_lowp` makes one on demand (a float32 input is used
+    as it is).
     """
     if sp.issparse(A):
         if A.ndim != 2 or A.shape[0] != A.shape[1]:
@@ -316,10 +324,12 @@ def _as_operator(A):
         raise TypeError(f"A: unsupported dtype {A.dtype}; convert to np.float32 or np.float64")
     dtype = A.dtype
     d = A.shape[0]
+    copy = bool(float32_copy) and dtype == np.float64 and d > 0
+    A32 = np.empty((d, d) if copy else (0, 0), dtype=np.float32)
     if d:
         nt = (d + _TILE - 1) // _TILE
         out = np.zeros(((nt + 1) // 2, 3))
-        _symmetry_scan(A, _TILE, out)
+        _symmetry_scan(A, _TILE, out, A32, copy)
         if out[:, 2].sum() > 0:
             bad = int(A.size - np.count_nonzero(np.isfinite(A)))
             raise ValueError(f"A: contains {bad} NaN or inf entries; A must be finite")
@@ -334,6 +344,8 @@ def _as_operator(A):
     op = _Operator(A, d, "dense")
     op.shift = -math.frexp(amax)[1] if amax > 0 else 0
     op._f32_input = A32_in
+    if copy and abs(op.shift) <= 64:  # float32's range holds A itself (else make_lowp scales it)
+        op.lowp = A32
     return op
 
 

@@ -282,7 +282,9 @@ def topk_eigh(A, k, *, which="LA", tol=1e-10, max_iter=None, block_size=None, se
         ):
             raise ValueError(f"residual_tol: must be a positive finite number or None, got {residual_tol!r}")
         residual_tol = float(residual_tol)
-    op = _as_operator(A)
+    shape = A.shape if isinstance(A, np.ndarray) and A.ndim == 2 else None
+    # a dense A that will be iterated on in float32 gets its float32 copy from the validation pass
+    op = _as_operator(A, float32_copy=shape is not None and _float32_products(shape[0], k, which, method, residual_tol))
     d = op.d
     if d == 0:
         raise ValueError("A: is empty (d = 0); give at least a 1 x 1 matrix")
@@ -291,11 +293,11 @@ def topk_eigh(A, k, *, which="LA", tol=1e-10, max_iter=None, block_size=None, se
         raise ValueError(f"tol: must be a positive finite number, got {tol!r}")
     tol = float(tol)
     tols = (tol, math.inf if residual_tol is None else residual_tol)
-    n_top, n_bot = {"LA": (k, 0), "SA": (0, k), "BE": ((k + 1) // 2, k // 2)}[which]
-    auto_dense = method == "auto" and op.kind == "dense" and d < max(DENSE_AUTO_D, DENSE_AUTO_PER_K * max(n_top, n_bot))
-    if method != "dense" and not auto_dense and d > DENSE_MAX_D and 3 * k <= d:
-        if residual_tol is None or residual_tol >= LOWP_RESIDUAL_MIN:
-            op.make_lowp()  # products in float32 while iterating
+    n_top, n_bot = _ends(k, which)
+    if op.kind == "dense" and _float32_products(d, k, which, method, residual_tol):
+        op.make_lowp()  # products in float32 while iterating (made already, unless A was float32)
+    else:
+        op.lowp = None
     if block_size is None:
         b = _default_block(k, d, op.lowp is not None)
     else:
@@ -311,7 +313,8 @@ def topk_eigh(A, k, *, which="LA", tol=1e-10, max_iter=None, block_size=None, se
         b = max(b, V0.shape[1])  # a wider start block widens the block
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(0 if seed is None else seed)
     m_max = min(_subspace_size(k, b), b * ((d - k - b) // b))
-    if method == "dense" or auto_dense or d <= DENSE_MAX_D or 3 * k > d or m_max < k + 3 * b:
+    if (op.kind == "dense" and _dense_solver(d, k, which, method)) or method == "dense" or d <= DENSE_MAX_D \
+            or 3 * k > d or m_max < k + 3 * b:
         return _dense(op, n_top, n_bot)
     P0 = rng.standard_normal((d, b))
     if V0 is not None:
@@ -350,6 +353,27 @@ def _solve(op, n_top, n_bot, tols, tol, residual_tol, max_iter, k, b, m_max, rng
     # back from the operator's units (A * 2**shift) to A's
     return EighResult(np.ldexp(result.values, -op.shift), result.vectors, np.ldexp(result.residuals, -op.shift),
                       int(op.n_matvec), int(result.n_iter), result.converged, "lanczos")
+
+
+def _ends(k, which):
+    """Pairs wanted at the top and at the bottom of the spectrum."""
+    return {"LA": (k, 0), "SA": (0, k), "BE": ((k + 1) // 2, k // 2)}[which]
+
+
+def _dense_solver(d, k, which, method):
+    """Whether a dense ``A`` goes to LAPACK: asked for, below the measured crossover, or too small for Lanczos."""
+    n_top, n_bot = _ends(k, which)
+    auto_dense = method == "auto" and d < max(DENSE_AUTO_D, DENSE_AUTO_PER_K * max(n_top, n_bot))
+    return method == "dense" or auto_dense or d <= DENSE_MAX_D or 3 * k > d
+
+
+def _float32_products(d, k, which, method, residual_tol):
+    """Whether Lanczos on a dense ``A`` iterates with its float32 copy (False for arguments still to be checked)."""
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= d or which not in WHICH:
+        return False
+    if residual_tol is not None and residual_tol < LOWP_RESIDUAL_MIN:
+        return False
+    return not _dense_solver(d, int(k), which, method)
 
 
 def _default_block(k, d, lowp):

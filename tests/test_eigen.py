@@ -469,3 +469,21 @@ def test_cholqr2_refuses_ill_conditioned_blocks():
     # the caller falls back to pivoted QR and still returns orthonormal rows
     P = _orthonormalize(W, np.zeros((0, 100)), rng, 1.0)
     assert np.abs(P @ P.T - np.eye(4)).max() < 1e-14
+
+
+@pytest.mark.parametrize("d", [1, 63, 64, 65, 200])
+def test_validation_pass_makes_the_float32_copy(d):
+    """The float32 copy comes from the symmetry scan's pass; the scan still finds asymmetry anywhere."""
+    from hmi_fast._operator import _as_operator
+
+    A = planted(d, [3.0], seed=d)
+    op = _as_operator(A, float32_copy=True)
+    assert op.lowp is not None and op.lowp.dtype == np.float32 and op.lowp.flags.c_contiguous
+    assert np.array_equal(op.lowp, A.astype(np.float32))
+    assert _as_operator(A).lowp is None  # made on demand otherwise
+    assert _as_operator(1e30 * A, float32_copy=True).lowp is None  # out of the unscaled range: make_lowp scales
+    if d > 1:
+        B = A.copy()
+        B[d - 1, 0] += 1e-3 * np.abs(A).max()  # last row, first column: the far corner of the tiling
+        with pytest.raises(ValueError, match=r"A: is not symmetric: max\|A - A\^T\| / max\|A\| = 0.001"):
+            _as_operator(B, float32_copy=True)
