@@ -148,9 +148,10 @@ DENSE_MAX_D = 64
 #: with method="auto", dense matrices with d < max(DENSE_AUTO_D, DENSE_AUTO_PER_K * m),
 #: m the pairs wanted at one end, go to LAPACK: the measured crossover of
 #: Lanczos against eigh(subset_by_index) on spectral matrices, 2-core machine
-#: (docs/benchmarks.md): d ~ 1000 for 20 pairs per end, ~ 1400 for 40.
+#: (docs/benchmarks.md): d ~ 1000 for 20 and for 40 pairs per end (at d = 1400
+#: Lanczos is 2.1x faster for 20, 1.6x for 40; at d = 600, 0.6x and 0.3x).
 DENSE_AUTO_D = 1000
-DENSE_AUTO_PER_K = 35
+DENSE_AUTO_PER_K = 25
 
 
 
@@ -379,17 +380,18 @@ def _float32_products(d, k, which, method, residual_tol):
 def _default_block(k, d, lowp):
     """Vectors per block: at least any cluster of nearly equal wanted eigenvalues, and cheap products.
 
-    With a float32 copy that stays in the last-level cache, products one
-    vector at a time run at cache speed and a block of 4 needs the fewest
-    (block Krylov needs more products for the same accuracy the wider the
-    block; for ``25 <= k <= 64`` a block of 8, where the extra steps of a
-    block of 4 cost more than its products save); otherwise ``gemm`` needs 8
-    or more columns to stop being memory-bound. Measured on spectral
-    matrices, d = 1000-4000 (docs/benchmarks.md).
+    Block Krylov needs more products for the same accuracy the wider the
+    block, and the product kernel reads ``A`` once per block. When the
+    float32 copy stays in the last-level cache the products are cheap and
+    the narrowest block wins: 4 (d = 2000: k = 20 and 40 both 10-40% faster
+    than 8). When ``A`` streams from memory each block step costs a pass over
+    it and 8 wins (d = 4000: k = 20 11% faster than 4, k = 40 20% faster than
+    16). Measured on spectral matrices (docs/benchmarks.md); wider for k
+    beyond the measured range.
     """
     if lowp and 4 * d * d <= _cache_bytes() // 2:
-        return 4 if k <= 24 else (8 if k <= 64 else 16)
-    return 8 if k <= 24 else (16 if k <= 64 else 32)
+        return 4 if k <= 48 else 8
+    return 8 if k <= 64 else 16
 
 
 def _cache_bytes():

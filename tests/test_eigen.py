@@ -414,11 +414,12 @@ def test_auto_method_picks_lapack_below_the_crossover():
     assert auto.method == "dense" and lz.method == "lanczos"
     assert np.allclose(auto.values, lz.values, rtol=0, atol=1e-10 * np.abs(auto.values).max())
     assert _topk_eigh(A, 6, method="dense").method == "dense"
-    # the crossover grows with the pairs wanted at one end: 35 per pair, at least DENSE_AUTO_D
+    # the crossover grows with the pairs wanted at one end: 25 per pair, at least DENSE_AUTO_D
     B = planted(1100, [4.0, 3.0, -3.0])
     assert _topk_eigh(B, 20).method == "lanczos"
-    assert _topk_eigh(B, 40).method == "dense"  # 40 pairs at the top: LAPACK below d = 1400
-    assert _topk_eigh(B, 40, which="BE").method == "lanczos"  # 20 per end
+    assert _topk_eigh(B, 40).method == "lanczos"
+    assert _topk_eigh(B, 50).method == "dense"  # 50 pairs at the top: LAPACK below d = 1250
+    assert _topk_eigh(B, 50, which="BE").method == "lanczos"  # 25 per end
     with pytest.raises(ValueError, match=r"method: must be 'auto', 'lanczos' or 'dense'"):
         _topk_eigh(A, 6, method="arpack")
 
