@@ -133,22 +133,22 @@ def _cosines(Pt, Qt):
     return D
 
 
-def _orthogonal_block(Wt, Qt, rng, scale):
+def _orthogonal_block(Wt, Qt, rng, scale, cos_tol=1e-12):
     """:func:`_orthonormalize`, then checked against ``Qt`` and corrected.
 
     When a block nearly lies in ``span(Qt)`` (an invariant subspace is
     close), what is left after the projections is mostly rounding, and
     normalising it brings back components along ``Qt``; so the cosines with
-    ``Qt`` are measured, and while one exceeds 1e-12 the block is projected
-    and made orthonormal again (directions that vanish are replaced by
-    random ones). One ``(b, j)`` product when nothing is wrong.
+    ``Qt`` are measured, and while one exceeds ``cos_tol`` the block is
+    projected and made orthonormal again (directions that vanish are
+    replaced by random ones). One ``(b, j)`` product when nothing is wrong.
     """
     Pt = _orthonormalize(Wt, Qt, rng, scale)
     for _ in range(3):
         if not Qt.shape[0]:
             break
         D = _cosines(Pt, Qt)
-        if np.abs(D).max(initial=0.0) <= 1e-12:
+        if np.abs(D).max(initial=0.0) <= cos_tol:
             break
         Pt -= D @ Qt
         Pt -= (Pt @ Qt.T) @ Qt

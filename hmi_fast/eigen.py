@@ -471,6 +471,10 @@ def _lanczos(op, n_top, n_bot, tols, max_iter, b, m_max, rng, P, n_iter0=0):
     nl = ma = 0
     anorm = 0.0
     floor = LOWP_FLOOR if op.lowp is not None else 0.0
+    # basis orthogonality kept to 1e-12; with float32 products, whose errors are
+    # ~1e-7 ||A||, 1e-9 is as good (the final Rayleigh-Ritz step is in float64
+    # on vectors made orthonormal again) and saves most second projections
+    cos_tol = LOWP_COS_TOL if op.lowp is not None else 1e-12
     Pt = _orthonormalize(np.ascontiguousarray(P.T), Qt[:0], rng, 1.0)
     n_iter = n_iter0
     theta = S = est = None
@@ -496,8 +500,8 @@ def _lanczos(op, n_top, n_bot, tols, max_iter, b, m_max, rng, P, n_iter0=0):
         Wt -= C.T @ Qall  # (NumPy's BLAS; a numba kernel for this update was slower)
         # One pass leaves components along Q of size (orthogonality error of
         # Q) * ||A p|| / ||w||; _orthogonal_block measures them on the
-        # normalised block and projects again when they exceed 1e-12.
-        Pt = _orthogonal_block(Wt, Qall, rng, scale)
+        # normalised block and projects again when they exceed cos_tol.
+        Pt = _orthogonal_block(Wt, Qall, rng, scale, cos_tol)
         # ---- Rayleigh-Ritz on the active basis
         rem_top = n_top - int(np.count_nonzero(lock_end[:nl] == 1))
         rem_bot = n_bot - int(np.count_nonzero(lock_end[:nl] == -1))
@@ -566,6 +570,9 @@ _KEEP = 0.5
 #: ||A||) is as good as those products can make it; the float64 Rayleigh-Ritz
 #: step then decides.
 LOWP_FLOOR = 3e-7
+
+#: largest cosine of a new block with the basis accepted while the products are float32.
+LOWP_COS_TOL = 1e-9
 
 #: a ``residual_tol`` below this needs float64 products from the start.
 LOWP_RESIDUAL_MIN = 1e-6
