@@ -199,12 +199,6 @@ def _blas_threads(n):
 # ---------------------------------------------------------------- operator wrapper
 
 
-#: blocks up to this many vectors are multiplied by a dense float32 ``A`` one
-#: vector at a time: ``sgemv`` streams ``A`` at memory speed, while OpenBLAS's
-#: ``sgemm`` with 2-4 columns costs as much as with 8-16 (docs/benchmarks.md).
-GEMV_MAX = 4
-
-
 class _Operator:
     """``A`` as products with blocks of float64 vectors, counting them.
 

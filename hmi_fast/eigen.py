@@ -8,12 +8,15 @@ bulk, where consecutive gaps are of order ``d^(-2/3)`` of the bulk width.
 
 * **Cheap products.** The solver's time is the products with ``A``. For a
   dense ``A`` the iteration multiplies by a float32 copy (half the bytes;
-  at d = 2000 it stays in a 32 MiB last-level cache) and a float64
-  Rayleigh-Ritz step at the end makes the result as accurate as float64
-  products would (see *Precision*). Blocks of up to ``GEMV_MAX`` vectors go
-  through ``gemv`` one vector at a time, which streams ``A`` at memory
-  speed, where OpenBLAS's ``gemm`` with so few columns is no faster than
-  with 8-16; wider blocks go through ``gemm`` (``X^T A``, ``A`` symmetric).
+  at d = 2000 it stays in a 32 MiB last-level cache), made in the same pass
+  that checks symmetry and finiteness, and a float64 Rayleigh-Ritz step at
+  the end makes the result as accurate as float64 products would (see
+  *Precision*). A block of ``b`` vectors is multiplied by a numba kernel
+  that reads ``A`` once per block, 4 rows against 4 vectors at a time in
+  registers (``hmi_fast._operator._dot_rows``): at d = 2000 four vectors
+  cost 0.2 ms where four ``sgemv`` cost 0.5 ms and ``sgemm`` 1 ms (OpenBLAS
+  packs all of ``A`` for so few columns), and at d = 4000 eight vectors
+  cost one pass over memory, 2.6 ms, where ``sgemm`` takes 5-7 ms.
 * **Small gaps.** The ``k``-th pair converges with its gap to the first pair
   *outside* the search space, so the basis is kept well larger than ``k``
   (``2k + 12b`` vectors) and the block at least as wide as any cluster of
@@ -21,13 +24,16 @@ bulk, where consecutive gaps are of order ``d^(-2/3)`` of the bulk width.
   ``b`` of them, which single-vector Lanczos with a small subspace can miss
   while reporting convergence (scipy issue 26112). Wider blocks need more
   products for the same accuracy, so the default block is the narrowest
-  that is cheap: 4 when the float32 copy fits in half the last-level cache,
-  else 8 (16, 32 for larger ``k``).
+  that is cheap: 4 when the float32 copy fits in half the last-level cache
+  (8 for ``k > 48``), else 8, since every block step then costs a pass over
+  memory (16 for ``k > 64``).
 * **Robustness.** Each new block is orthogonalised against the whole basis
-  by classical Gram-Schmidt (a ``gemm`` pair), made orthonormal by
-  Cholesky QR twice, or by column-pivoted Householder QR when it is
-  ill-conditioned, and then its cosines with the basis are measured (one
-  ``gemm``): above ``1e-12`` it is projected and made orthonormal again
+  by classical Gram-Schmidt (the same kernel for the coefficients, a
+  ``gemm`` for the update), made orthonormal by Cholesky QR twice (one
+  numba call), or by column-pivoted Householder QR when it is
+  ill-conditioned, and then its cosines with the basis are measured (the
+  kernel again): above ``1e-12`` (``1e-9`` while the products are float32,
+  whose own errors are ``1e-7``) it is projected and made orthonormal again
   ("twice is enough"), which on spectral matrices happens in about one step
   in six, so the second pass is paid only where needed; a block that had
   nearly collapsed into the basis (an invariant subspace, an exact
@@ -87,13 +93,17 @@ underflows, whatever the magnitude of ``A``.
 
 Threads
 -------
-Everything in the iteration runs on NumPy's BLAS at the caller's thread
-count: the products, the projections and the small calls (Cholesky,
-inverses of ``b x b`` factors, ``eigh`` of ``H``). NumPy and SciPy ship
-separate OpenBLAS copies, and alternating between them makes each run
-against the other's spinning threads (measured several times slower here);
-small calls on two threads cost less than switching thread counts around
-them (about 30 us per switch).
+For a dense ``A`` the products and the projections against the basis run
+on numba's threads (``hmi_fast.threads`` sets how many), and the whole
+solve keeps the BLAS on one thread: the remaining BLAS calls are small, and
+an idle OpenBLAS thread busy-waits for about 0.1 s after each call, taking
+the core a numba thread needs. The package's ``GOMP_SPINCOUNT`` (about 0.3
+ms, ``hmi_fast._config``) keeps numba's workers awake between the
+iteration's kernels. The same effect runs the other way: right after a
+multi-threaded BLAS call of the caller's (``scipy.linalg.eigh``, ``X.T @
+X``), that library's threads spin on the second core for 0.1 s and a solve
+started then takes up to twice as long (docs/benchmarks.md). Operators keep
+the caller's BLAS threads for their own products.
 
 When the dense solver is used instead
 -------------------------------------
@@ -231,9 +241,9 @@ def topk_eigh(A, k, *, which="LA", tol=1e-10, max_iter=None, block_size=None, se
         and at least the ``ceil(k / block_size)`` that hold ``k`` vectors.
     block_size : int, optional
         Vectors per block; at least the size of any cluster of nearly equal
-        wanted eigenvalues. Default: 4 for ``k <= 24``, 8 for ``k <= 64``,
-        else 16 when the float32 copy of a dense ``A`` fits in half the
-        last-level cache; 8, 16, 32 otherwise.
+        wanted eigenvalues. Default: 4 for ``k <= 48``, else 8, when the
+        float32 copy of a dense ``A`` fits in half the last-level cache;
+        otherwise 8 for ``k <= 64``, else 16.
     seed : int or numpy.random.Generator, optional
         Start block; ``None`` means seed 0, so results are reproducible by default.
     v0 : ndarray of shape (d,) or (d, c), optional
