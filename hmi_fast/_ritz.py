@@ -303,7 +303,14 @@ def _refine(op, state, n_top, n_bot, tols, rng, steps=POLISH_STEPS):
         if p > len(near):  # Ritz values of the extension beyond the kept ones bound the outside too
             mu_top = max(mu_top, theta[p - 1 - n_top - e_top] + res[p - 1 - n_top - e_top])
             mu_bot = min(mu_bot, theta[n_bot + e_bot] - res[n_bot + e_bot])
-        bounds = np.minimum(bounds, _outside_bounds(theta, res, want, near, n_top, mu_top, mu_bot))
+        # A neighbour kept beside the wanted pairs locates an eigenvalue only to within its
+        # residual, and the spectrum the subspace has not resolved (e.g. the rest of a
+        # cluster wider than the block) can reach that far: measure eta to there too
+        side_top = np.arange(p - 1 - n_top, p - 1 - n_top - e_top, -1)
+        side_bot = np.arange(n_bot, n_bot + e_bot)
+        reach_top = max(mu_top, float(np.max(theta[side_top] + res[side_top], initial=-np.inf)))
+        reach_bot = min(mu_bot, float(np.min(theta[side_bot] - res[side_bot], initial=np.inf)))
+        bounds = np.minimum(bounds, _outside_bounds(theta, res, want, near, n_top, reach_top, reach_bot))
         ok = (bounds <= tol * anorm) & _within(res[want], rtol, anorm)
         converged = bool(ok.all())
         if converged or n_ext >= steps or p + len(near) > op.d:
