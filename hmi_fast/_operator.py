@@ -10,7 +10,11 @@ from __future__ import annotations
 import contextlib
 import math
 import numbers
+import os
+import threading
+import time
 
+import numba
 import numpy as np
 import scipy.sparse as sp
 
@@ -199,6 +203,66 @@ def _blas_threads(n):
 # ---------------------------------------------------------------- operator wrapper
 
 
+def _busy_threads():
+    """Threads of this process, other than the caller, that are running now (Linux; 0 elsewhere)."""
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return 0
+    me = threading.get_native_id()
+    busy = 0
+    for tid in tids:
+        if tid == str(me):
+            continue
+        try:
+            with open(f"/proc/self/task/{tid}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:  # the thread has ended
+            continue
+        end = stat.rfind(b")")  # the state follows the command name, which may hold spaces
+        busy += stat[end + 2 : end + 3] == b"R"
+    return busy
+
+
+class _Cores:
+    """numba's thread count for one solve: one while another thread of the process keeps a core busy.
+
+    An idle OpenBLAS thread busy-waits for about 0.1 s after each call (right
+    after ``X.T @ X``, ``scipy.linalg.eigh``, the engine's ``syrk``). A
+    two-thread numba kernel then waits for a core at every call: measured at
+    d = 1000, a solve takes 78 ms instead of 24 ms on one thread (which the
+    spinning thread does not slow down). So a solve starts on one thread
+    when another thread of the process is running, looks again every
+    ``RECHECK`` seconds (about 50 us: ``/proc/self/task``), and widens to
+    numba's full count once none is. Each output of the kernels is computed
+    by one thread in a fixed order, so results do not depend on this.
+    """
+
+    RECHECK = 0.005
+
+    def __init__(self):
+        self.top = numba.get_num_threads()
+        busy = self.top > 1 and _busy_threads() > 0
+        if busy:  # numba's own workers spin for SPINCOUNT (~0.3 ms) after a kernel: look again after that
+            time.sleep(4e-4)
+            busy = _busy_threads() > 0
+        self.narrow = busy
+        self.last = time.perf_counter()
+        if self.narrow:
+            numba.set_num_threads(1)
+
+    def step(self):
+        """Call between kernels: widen once the other threads are idle."""
+        if self.narrow and time.perf_counter() - self.last > self.RECHECK:
+            self.last = time.perf_counter()
+            if _busy_threads() == 0:
+                self.narrow = False
+                numba.set_num_threads(self.top)
+
+    def restore(self):
+        numba.set_num_threads(self.top)
+
+
 class _Operator:
     """``A`` as products with blocks of float64 vectors, counting them.
 
@@ -219,6 +283,7 @@ class _Operator:
         self.shift = 0
         self.lowp_shift = 0
         self.n_matvec = 0
+        self.cores = None  # a _Cores for dense A, set by the solver
 
     def matmat(self, X):
         self.n_matvec += X.shape[1]
@@ -251,6 +316,8 @@ class _Operator:
             inside = abs(self.shift) < 1000
             _dot_rows(self.A, np.ascontiguousarray(Xt), Y, math.ldexp(1.0, self.shift) if inside else 1.0)
             return Y if inside else np.ldexp(Y, self.shift, out=Y)
+        if self.cores is not None:
+            self.cores.step()
         # the float32 copy holds A * 2**lowp_shift; the scale is a power of two (exact)
         _dot_rows(self.lowp, Xt.astype(np.float32), Y, math.ldexp(1.0, self.shift - self.lowp_shift))
         return Y

@@ -101,9 +101,13 @@ the core a numba thread needs. The package's ``GOMP_SPINCOUNT`` (about 0.3
 ms, ``hmi_fast._config``) keeps numba's workers awake between the
 iteration's kernels. The same effect runs the other way: right after a
 multi-threaded BLAS call of the caller's (``scipy.linalg.eigh``, ``X.T @
-X``), that library's threads spin on the second core for 0.1 s and a solve
-started then takes up to twice as long (docs/benchmarks.md). Operators keep
-the caller's BLAS threads for their own products.
+X``, the engine's ``syrk``), that library's threads spin on a core for 0.1
+s, and a two-thread numba kernel waits for it at every call (a d = 1000
+solve took 49-54 ms instead of 23). So a solve that finds another thread of
+the process running (``/proc/self/task``, Linux) starts on one numba thread
+and widens once that thread is idle (``hmi_fast._operator._Cores``); results
+do not depend on the thread count. Operators keep the caller's BLAS threads
+for their own products.
 
 When the dense solver is used instead
 -------------------------------------
@@ -137,6 +141,7 @@ from ._operator import (  # noqa: F401  (SYMMETRY_RTOL re-exported)
     _blas_threads,
     _check_k,
     _check_v0,
+    _Cores,
 )
 from ._ritz import (
     POLISH_STEPS,
@@ -294,8 +299,21 @@ def topk_eigh(A, k, *, which="LA", tol=1e-10, max_iter=None, block_size=None, se
             raise ValueError(f"residual_tol: must be a positive finite number or None, got {residual_tol!r}")
         residual_tol = float(residual_tol)
     shape = A.shape if isinstance(A, np.ndarray) and A.ndim == 2 else None
+    # numba's threads for this solve: one while another thread of the process keeps a core
+    # busy (see "Threads" above); restored on return
+    cores = _Cores() if shape is not None and shape[0] > DENSE_MAX_D else None
+    try:
+        return _topk_dense_or_lanczos(A, k, which, tol, max_iter, block_size, seed, v0, residual_tol, method,
+                                      shape, cores)
+    finally:
+        if cores is not None:
+            cores.restore()
+
+
+def _topk_dense_or_lanczos(A, k, which, tol, max_iter, block_size, seed, v0, residual_tol, method, shape, cores):
     # a dense A that will be iterated on in float32 gets its float32 copy from the validation pass
     op = _as_operator(A, float32_copy=shape is not None and _float32_products(shape[0], k, which, method, residual_tol))
+    op.cores = cores
     d = op.d
     if d == 0:
         raise ValueError("A: is empty (d = 0); give at least a 1 x 1 matrix")
@@ -359,7 +377,7 @@ def _solve(op, n_top, n_bot, tols, tol, residual_tol, max_iter, k, b, m_max, rng
             f"topk_eigh: {ok} of {k} eigenpairs converged to {crit} in {result.n_iter} block "
             "products (max_iter reached); returning the best estimates (raise max_iter or block_size)",
             ConvergenceWarning,
-            stacklevel=3,  # the caller of topk_eigh
+            stacklevel=4,  # the caller of topk_eigh
         )
     # back from the operator's units (A * 2**shift) to A's
     return EighResult(np.ldexp(result.values, -op.shift), result.vectors, np.ldexp(result.residuals, -op.shift),

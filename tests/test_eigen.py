@@ -488,3 +488,51 @@ def test_validation_pass_makes_the_float32_copy(d):
         B[d - 1, 0] += 1e-3 * np.abs(A).max()  # last row, first column: the far corner of the tiling
         with pytest.raises(ValueError, match=r"A: is not symmetric: max\|A - A\^T\| / max\|A\| = 0.001"):
             _as_operator(B, float32_copy=True)
+
+
+def _spin_in_thread(seconds):
+    """A thread that keeps a core busy without holding the GIL (like an idle OpenBLAS worker)."""
+    import threading
+    import time
+
+    import numba
+
+    @numba.njit(nogil=True, cache=False)
+    def work(n):
+        x = 0.0
+        for i in range(n):
+            x += np.sqrt(i + x * 1e-9)
+        return x
+
+    work(10)
+    t0 = time.perf_counter()
+    work(2_000_000)
+    n = int(2_000_000 * seconds / max(time.perf_counter() - t0, 1e-6))
+    th = threading.Thread(target=work, args=(n,))
+    th.start()
+    return th
+
+
+@pytest.mark.skipif(not __import__("os").path.isdir("/proc/self/task"), reason="needs /proc (Linux)")
+def test_busy_core_narrows_the_solve_without_changing_results():
+    """While another thread runs, a solve starts on one numba thread; results do not depend on it."""
+    import numba
+
+    from hmi_fast._operator import _busy_threads, _Cores
+
+    A = planted(400, [6.0, 5.0, 4.5])
+    quiet = topk_eigh(A, 6)
+    top = numba.get_num_threads()
+    th = _spin_in_thread(1.0)
+    try:
+        assert _busy_threads() >= 1
+        if top > 1:
+            cores = _Cores()
+            assert cores.narrow and numba.get_num_threads() == 1
+            cores.restore()
+            assert numba.get_num_threads() == top
+        busy = topk_eigh(A, 6)
+    finally:
+        th.join()
+    assert numba.get_num_threads() == top  # restored after the solve
+    assert np.array_equal(busy.values, quiet.values) and np.array_equal(busy.vectors, quiet.vectors)
