@@ -242,7 +242,9 @@ class _Cores:
 
     def __init__(self):
         self.top = numba.get_num_threads()
-        busy = self.top > 1 and _busy_threads() > 0
+        # with OMP_WAIT_POLICY=ACTIVE numba's own idle workers always run: nothing to learn here
+        active = os.environ.get("OMP_WAIT_POLICY", "").strip().upper() == "ACTIVE"
+        busy = self.top > 1 and not active and _busy_threads() > 0
         if busy:  # numba's own workers spin for SPINCOUNT (~0.3 ms) after a kernel: look again after that
             time.sleep(4e-4)
             busy = _busy_threads() > 0
