@@ -325,8 +325,6 @@ def _topk_dense_or_lanczos(A, k, which, tol, max_iter, block_size, seed, v0, res
     n_top, n_bot = _ends(k, which)
     if op.kind == "dense" and _float32_products(d, k, which, method, residual_tol):
         op.make_lowp()  # products in float32 while iterating (made already, unless A was float32)
-    else:
-        op.lowp = None
     if block_size is None:
         b = _default_block(k, d, op.lowp is not None)
     else:
@@ -342,8 +340,7 @@ def _topk_dense_or_lanczos(A, k, which, tol, max_iter, block_size, seed, v0, res
         b = max(b, V0.shape[1])  # a wider start block widens the block
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(0 if seed is None else seed)
     m_max = min(_subspace_size(k, b), b * ((d - k - b) // b))
-    if (op.kind == "dense" and _dense_solver(d, k, which, method)) or method == "dense" or d <= DENSE_MAX_D \
-            or 3 * k > d or m_max < k + 3 * b:
+    if _dense_solver(d, k, which, method, auto=op.kind == "dense") or m_max < k + 3 * b:
         return _dense(op, n_top, n_bot)
     P0 = rng.standard_normal((d, b))
     if V0 is not None:
@@ -389,11 +386,11 @@ def _ends(k, which):
     return {"LA": (k, 0), "SA": (0, k), "BE": ((k + 1) // 2, k // 2)}[which]
 
 
-def _dense_solver(d, k, which, method):
-    """Whether a dense ``A`` goes to LAPACK: asked for, below the measured crossover, or too small for Lanczos."""
+def _dense_solver(d, k, which, method, auto=True):
+    """Whether to use LAPACK: asked for, too small for Lanczos, or (``auto``: a dense ``A``) below the crossover."""
     n_top, n_bot = _ends(k, which)
-    auto_dense = method == "auto" and d < max(DENSE_AUTO_D, DENSE_AUTO_PER_K * max(n_top, n_bot))
-    return method == "dense" or auto_dense or d <= DENSE_MAX_D or 3 * k > d
+    below = auto and method == "auto" and d < max(DENSE_AUTO_D, DENSE_AUTO_PER_K * max(n_top, n_bot))
+    return method == "dense" or below or d <= DENSE_MAX_D or 3 * k > d
 
 
 def _float32_products(d, k, which, method, residual_tol):
