@@ -83,7 +83,7 @@ def _symmetry_scan(A, tile, out, A32, copy):
 
 @jit(inline="always")
 def _dot44(a0, a1, a2, a3, v0, v1, v2, v3, d):
-    """The 16 dot products of rows ``a0..a3`` with vectors ``v0..v3`` (float32, one pass)."""
+    """The 16 dot products of rows ``a0..a3`` with vectors ``v0..v3``, one pass, in the arrays' precision."""
     s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = np.float32(0.0)
     s20 = s21 = s22 = s23 = s30 = s31 = s32 = s33 = np.float32(0.0)
     for j in range(d):
