@@ -130,6 +130,27 @@ def test_threads_restored_on_exception():
     assert numba.get_num_threads() == before
 
 
+@pytest.mark.parametrize(
+    "env, expect",
+    [
+        ({}, {"GOMP_SPINCOUNT": "10000", "OMP_WAIT_POLICY": None}),
+        ({"OMP_WAIT_POLICY": "PASSIVE"}, {"GOMP_SPINCOUNT": None, "OMP_WAIT_POLICY": "PASSIVE"}),
+        ({"GOMP_SPINCOUNT": "500"}, {"GOMP_SPINCOUNT": "500", "OMP_WAIT_POLICY": None}),
+    ],
+)
+def test_openmp_spin_set_at_import_unless_the_user_chose(env, expect):
+    """import hmi_fast bounds the OpenMP workers' spin (~0.3 ms) and leaves a user's own choice alone."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    base = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    code = "import os, json, hmi_fast; print(json.dumps({k: os.environ.get(k) for k in ('GOMP_SPINCOUNT', 'OMP_WAIT_POLICY')}))"
+    out = subprocess.run([sys.executable, "-c", code], env={**base, **env}, capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == expect
+
+
 def test_linear_in_weights(data):
     X, y = data
     y2 = np.cos(y)
