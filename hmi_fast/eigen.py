@@ -42,7 +42,7 @@ bulk, where consecutive gaps are of order ``d^(-2/3)`` of the bulk width.
   ``H = Q A Q^T`` is assembled from the Gram-Schmidt coefficients.
 
 Thick restart (Wu & Simon): when the basis is full, the Ritz vectors nearest
-the wanted end(s) are kept (the wanted ones and half of the remaining room)
+the wanted end(s) are kept (the wanted ones and a quarter of the remaining room)
 together with the pending block, which preserves the Krylov relation.
 Converged wanted pairs are *locked*: they leave the active basis, new blocks
 stay orthogonal to them, and they no longer change. LOBPCG needs three block
