@@ -185,12 +185,6 @@ def _controller():
     return _CONTROLLER
 
 
-def _blas_num_threads():
-    """The BLAS thread count in force now (the caller's choice, e.g. from ``hmi_fast.threads``)."""
-    counts = [lib.num_threads for lib in _controller().lib_controllers if lib.user_api == "blas"]
-    return max(counts) if counts else None
-
-
 @contextlib.contextmanager
 def _blas_threads(n):
     if n is None:
