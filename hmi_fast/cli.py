@@ -55,7 +55,7 @@ def _demo(args) -> int:
         res = topk_eigh(T, 2 * per_end, which="BE") if args.d >= 2 else topk_eigh(T, 1)
         t3 = time.perf_counter()
         sel = select_components(res.values, d=args.d, n=n, tau_mean=acc.weight_mean, tau_sq_mean=acc.weight_sq_mean)
-        W_hat = res.vectors[:, sel.index]
+        W_hat = res.vectors[:, sel.index].T
         q = metrics.recovery(W_hat, model.W)
         mse = metrics.weighted_mse(W_hat, model.W, model.a)
         t4 = time.perf_counter()

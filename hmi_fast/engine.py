@@ -7,7 +7,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from ._validation import check_dtype, check_positive_int
-from .accumulate import SpectralAccumulator
+from .accumulator import SpectralAccumulator
 from .sources import open_source
 
 

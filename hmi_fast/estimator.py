@@ -7,7 +7,7 @@ import numbers
 import numpy as np
 
 from ._validation import check_dtype, check_float_array, check_lengths, not_fitted
-from .accumulate import SpectralAccumulator
+from .accumulator import SpectralAccumulator
 from .eigen import topk_eigh
 from .selection import select_components
 from .engine import accumulate

@@ -21,7 +21,7 @@ def data(model):
 def test_recovers_the_strong_directions(model, data):
     X, y = data
     est = SpectralEstimator(max_components=10).fit(X, y)
-    q = metrics.recovery(est.components_.T, model.W)
+    q = metrics.recovery(est.components_, model.W)
     assert est.n_components_ >= 2
     assert q[0] > 0.9 and q[1] > 0.8
     assert np.allclose(est.components_ @ est.components_.T, np.eye(est.n_components_), atol=1e-10)
