@@ -138,8 +138,8 @@ def figure3(out_dir, *, quick=False, seed=0, dtype="float64", threads=None, alph
     model = HMIModel(d, 20, 1.3, link="he2_he4", seed=seed)
     n = int(round(alpha * d))
     with thread_limit(threads):
-        acc, to_T = accumulate(model, n=n, dtype=dtype)
-        T = to_T(acc.finalize())
+        acc = accumulate(model, n=n, dtype=dtype)
+        T = acc.finalize()
         res = topk_eigh(T, max_components, which="LA")
     sel = select_components(res.values, d=d, n=n, rule="gap", which="LA",
                             tau_mean=acc.weight_mean, tau_sq_mean=acc.weight_sq_mean)

@@ -247,13 +247,38 @@ def test_user_preprocess_python_and_numba(data):
     assert rel_err(spectral_matrix(X, y, preprocess=tanh_jit), ref) < 1e-12
 
 
-def test_center_float_and_first_block(data):
+def test_center_float_and_exact_mean(data):
     X, y = data
     w = naive.tau("saturating", y)
     T = spectral_matrix(X, y, center=0.25)
     assert rel_err(T, naive.spectral_matrix_einsum(X, w - 0.25)) < 1e-12
-    T = spectral_matrix(X, y, center=True, block_size=500)
-    assert rel_err(T, naive.spectral_matrix_einsum(X, w - w[:500].mean())) < 1e-12
+    ref = naive.spectral_matrix_einsum(X, w - w.mean())
+    # the exact mean of tau over all rows, whatever the path: labels known first (array, file) ...
+    assert rel_err(spectral_matrix(X, y, center=True, block_size=500), ref) < 1e-12
+    # ... a one-shot iterable (Gram kept beside T), and blocks fed one at a time to an accumulator
+    blocks = ((X[i:i + 300], y[i:i + 300]) for i in range(0, len(y), 300))
+    assert rel_err(spectral_matrix(blocks, center=True), ref) < 1e-12
+    acc = SpectralAccumulator(X.shape[1], center=True)
+    for i in range(0, len(y), 400):
+        acc.update(X[i:i + 400], y[i:i + 400])
+    assert rel_err(acc.finalize(), ref) < 1e-12
+    assert acc.shift == pytest.approx(w.mean(), rel=1e-12)
+    assert acc.weight_mean == 0.0 and acc.weight_sq_mean == pytest.approx(w.var(), rel=1e-12)
+    # checkpoints: each T centred by the mean over its own rows
+    for c, T in zip([500, 1500], spectral_matrix(X, y, center=True, checkpoints=[500, 1500], block_size=128)):
+        assert rel_err(T, naive.spectral_matrix_einsum(X[:c], w[:c] - w[:c].mean())) < 1e-12
+
+
+def test_center_exact_for_models_and_merges():
+    model = hmi_fast.HMIModel(30, 2, 1.0, seed=5)
+    X, y = model.sample(3000)
+    w = naive.tau("saturating", y)
+    ref = naive.spectral_matrix_einsum(X, w - w.mean())
+    assert rel_err(spectral_matrix(model, n=3000, center=True, block_size=700), ref) < 1e-12
+    parts = [SpectralAccumulator(30, center=True).update(X[a:b], y[a:b]) for a, b in ((0, 100), (100, 2000), (2000, 3000))]
+    merged = parts[2].copy().merge(parts[0]).merge(parts[1])
+    assert rel_err(merged.finalize(), ref) < 1e-12
+    assert merged.weight_sq_mean == pytest.approx(w.var(), rel=1e-10)
 
 
 # ----------------------------------------------------------------- bad input
@@ -285,7 +310,7 @@ def test_errors_name_the_argument(tmp_path, data):
         spectral_matrix(X, yn)
     with pytest.raises(ValueError, match=r"checkpoints: must be strictly increasing"):
         spectral_matrix(X, y, checkpoints=[10, 10])
-    with pytest.raises(ValueError, match=r"checkpoints: the last one \(2000\) is beyond n=1500"):
+    with pytest.raises(ValueError, match=r"checkpoints: the last one \(2000\) is beyond the 1500 rows"):
         spectral_matrix(X, y, checkpoints=[10, 2000])
     with pytest.raises(ValueError, match=r"block_size: must be an integer >= 1, got 0"):
         spectral_matrix(X, y, block_size=0)
@@ -298,13 +323,13 @@ def test_errors_name_the_argument(tmp_path, data):
     with pytest.raises(TypeError, match=r"X: .* holds dtype complex64; save it as float32 or float64"):
         spectral_matrix(tmp_path / "c.npy", y)
     (tmp_path / "junk.npy").write_bytes(b"not an array at all")
-    with pytest.raises(ValueError, match=r"X: .* is not a valid .npy file"):
+    with pytest.raises(ValueError, match=r"X: .* is not a readable .npy file"):
         spectral_matrix(tmp_path / "junk.npy", y)
     with pytest.raises(ValueError, match=r"y: required when X is an array"):
         spectral_matrix(X)
     with pytest.raises(ValueError, match=r"n: required when the source is an HMIModel"):
         spectral_matrix(hmi_fast.HMIModel(5, 1, 1.0))
-    with pytest.raises(ValueError, match=r"n: asked for 2000 rows but the data has only 1500"):
+    with pytest.raises(ValueError, match=r"n: asked for 2000 rows from row 0 but the data has only 1500 rows"):
         spectral_matrix(X, y, n=2000)
     with pytest.raises(TypeError, match=r"source: unsupported type int"):
         spectral_matrix(3, y)
@@ -345,7 +370,7 @@ def test_accumulator_errors():
         acc.update(np.ones((2, 3)), np.ones(2))
     with pytest.raises(ValueError, match=r"other: d differs"):
         acc.merge(SpectralAccumulator(5))
-    with pytest.raises(ValueError, match=r"other: built with a different preprocess"):
+    with pytest.raises(ValueError, match=r"other: built with preprocess 'sign', not 'saturating'"):
         acc.merge(SpectralAccumulator(4, preprocess="sign"))
     with pytest.raises(ValueError, match=r"threads: n must be between 1 and"):
         with hmi_fast.threads(0):
@@ -359,7 +384,7 @@ def test_weight_moments_and_state_roundtrip(tmp_path, data):
     assert np.isclose(acc.weight_mean, w.mean(), rtol=1e-12)
     assert np.isclose(acc.weight_sq_mean, np.mean(w**2), rtol=1e-12)
     np.savez(tmp_path / "state.npz", **acc.state())
-    back = SpectralAccumulator.from_state(np.load(tmp_path / "state.npz"))
+    back = SpectralAccumulator.from_state(tmp_path / "state.npz")
     back.update(X[1000:], y[1000:])
     whole = SpectralAccumulator(X.shape[1], center=0.1).update(X, y)
     assert back.n == whole.n
@@ -373,7 +398,7 @@ def test_file_and_iterable_errors(tmp_path, data):
     np.save(path, X)
     raw = path.read_bytes()
     path.write_bytes(raw[: len(raw) // 2])  # the header promises 1500 rows
-    with pytest.raises(ValueError, match=r"X: .* is truncated \(file ends before row \d+\); the header says 1500 rows"):
+    with pytest.raises(ValueError, match=r"X: .* is truncated \(\d+ bytes, the header needs \d+ for shape \(1500, 23\)\); save it again"):
         spectral_matrix(path, y)
     with pytest.raises(ValueError, match=r"y: required when X is a file path"):
         spectral_matrix(path)
