@@ -189,6 +189,34 @@ class SpectralEstimator(TransformerMixin, BaseEstimator):
                          block_size=self.block_size, dtype=self.dtype)
         return self._finish(acc, partial=False)
 
+    def fit_accumulator(self, accumulator: SpectralAccumulator) -> "SpectralEstimator":
+        """Fit from the sums of an accumulator built elsewhere (another process, a cluster).
+
+        The accumulator must have been built with this estimator's
+        ``preprocess`` and ``center`` (and ``moments=True`` when
+        ``whiten=True``); it is copied, so later updates to it do not
+        change the estimator.
+        """
+        from .preprocess import resolve_preprocess
+
+        self._check_params()
+        if self.resid:
+            raise ValueError("resid: residual pHd needs the raw data (two passes); use fit or fit_stream")
+        if not isinstance(accumulator, SpectralAccumulator):
+            raise TypeError(f"accumulator: expected a SpectralAccumulator, got {type(accumulator).__name__}")
+        if accumulator.preprocess != resolve_preprocess(self.preprocess):
+            raise ValueError(
+                f"accumulator: built with preprocess {accumulator.preprocess.name!r}, but this estimator has "
+                f"{self.preprocess!r}; build it with the estimator's preprocess"
+            )
+        if not _same(check_center(self.center), accumulator.center):
+            raise ValueError(f"accumulator: built with center={accumulator.center!r}, but this estimator has {self.center!r}")
+        if self.whiten and not accumulator.moments_kept:
+            raise ValueError("accumulator: whiten=True needs an accumulator built with moments=True")
+        if accumulator.n == 0:
+            raise ValueError("accumulator: holds no rows yet; update it with at least one row first")
+        return self._finish(accumulator.copy(), partial=False)
+
     def _finish(self, acc: SpectralAccumulator, partial: bool) -> "SpectralEstimator":
         d = acc.d
         T = acc.finalize()
