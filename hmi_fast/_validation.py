@@ -57,9 +57,10 @@ def check_center(center):
 def _refuse_container(X, name: str) -> None:
     """Clear errors for inputs NumPy would turn into something wrong or unreadable."""
     if isinstance(X, np.ma.MaskedArray):
+        keep = f"{name}[~{name}.mask.any(axis=1)]" if X.ndim == 2 else f"{name}[~{name}.mask]"
         raise TypeError(
             f"{name}: masked arrays are not supported (the mask would be ignored); drop or impute the masked "
-            f"entries first, e.g. {name}.filled(value) or {name}[~{name}.mask.any(axis=1)]"
+            f"entries first, e.g. {name}.filled(value) or {keep}"
         )
     if hasattr(X, "tocsr") and hasattr(X, "nnz"):
         raise TypeError(f"{name}: sparse matrices are not supported; pass a dense array, e.g. {name}.toarray()")

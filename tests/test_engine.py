@@ -131,24 +131,78 @@ def test_threads_restored_on_exception():
 
 
 @pytest.mark.parametrize(
-    "env, expect",
+    "env, pre, status",
     [
-        ({}, {"GOMP_SPINCOUNT": "10000", "OMP_WAIT_POLICY": None}),
-        ({"OMP_WAIT_POLICY": "PASSIVE"}, {"GOMP_SPINCOUNT": None, "OMP_WAIT_POLICY": "PASSIVE"}),
-        ({"GOMP_SPINCOUNT": "500"}, {"GOMP_SPINCOUNT": "500", "OMP_WAIT_POLICY": None}),
+        ({}, "", r"^GOMP_SPINCOUNT=10000 applied when libgomp loaded$"),
+        ({"OMP_WAIT_POLICY": "PASSIVE"}, "", r"^left to the user's OMP_WAIT_POLICY/GOMP_SPINCOUNT$"),
+        ({"GOMP_SPINCOUNT": "500"}, "", r"^left to the user's"),
+        ({"HMI_FAST_THREAD_TUNING": "0"}, "", r"^off \(HMI_FAST_THREAD_TUNING=0\)$"),
+        ({}, "from numba.np.ufunc import parallel; parallel._launch_threads(); ",
+         r"^not applied: libgomp was loaded before hmi_fast$"),
     ],
 )
-def test_openmp_spin_set_at_import_unless_the_user_chose(env, expect):
-    """import hmi_fast bounds the OpenMP workers' spin (~0.3 ms) and leaves a user's own choice alone."""
+def test_openmp_spin_applied_at_import_and_not_inherited(env, pre, status):
+    """import hmi_fast bounds the OpenMP workers' spin (~0.3 ms) when it can take effect, leaves a user's
+    choice alone, and leaves no variable behind for child processes."""
     import json
     import os
+    import re
     import subprocess
     import sys
 
-    base = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
-    code = "import os, json, hmi_fast; print(json.dumps({k: os.environ.get(k) for k in ('GOMP_SPINCOUNT', 'OMP_WAIT_POLICY')}))"
+    keys = ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY", "HMI_FAST_THREAD_TUNING")
+    base = {k: v for k, v in os.environ.items() if k not in keys}
+    code = (
+        f"import os, json, subprocess, sys; {pre}import hmi_fast; "
+        "child = subprocess.run([sys.executable, '-c', 'import os; print(os.environ.get(\"GOMP_SPINCOUNT\"))'], "
+        "capture_output=True, text=True).stdout.strip(); "
+        "print(json.dumps({'status': hmi_fast._config.describe()['openmp_spin'], 'child': child, "
+        "'env': os.environ.get('GOMP_SPINCOUNT')}))"
+    )
     out = subprocess.run([sys.executable, "-c", code], env={**base, **env}, capture_output=True, text=True, check=True)
-    assert json.loads(out.stdout.strip().splitlines()[-1]) == expect
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert re.search(status, got["status"]), got
+    assert got["env"] == env.get("GOMP_SPINCOUNT")  # the process's environment is as the user left it
+    assert got["child"] == str(env.get("GOMP_SPINCOUNT"))  # so children inherit only the user's own setting
+
+
+def test_blas_limits_nest_across_threads():
+    """Two overlapping limits from two Python threads (or two overlapping solves) leave the BLAS as it was."""
+    import threading
+
+    from threadpoolctl import threadpool_info
+
+    def counts():
+        return sorted(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
+
+    before = counts()
+    entered, release = threading.Barrier(2), threading.Event()
+
+    def hold(n):
+        with hmi_fast.threads(n):
+            entered.wait()
+            release.wait()
+
+    a = threading.Thread(target=hold, args=(1,))
+    a.start()
+    with hmi_fast._config.blas_threads(1):
+        entered.wait()  # thread a is inside its limit too
+        assert max(counts()) == 1
+    # a is still inside: the limit stays
+    assert max(counts()) == 1
+    release.set()
+    a.join()
+    assert counts() == before
+    # overlapping solves from two threads
+    rng = np.random.default_rng(0)
+    M = rng.standard_normal((300, 300))
+    M = M + M.T
+    ts = [threading.Thread(target=hmi_fast.topk_eigh, args=(M, 4), kwargs={"method": "lanczos"}) for _ in range(2)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert counts() == before
 
 
 def test_linear_in_weights(data):
