@@ -81,3 +81,64 @@ def not_fitted(name: str, methods: str) -> Exception:
         return NotFittedError(msg)
     except ImportError:  # scikit-learn is optional
         return AttributeError(msg)
+
+
+def check_int(value, name: str, minimum: int | None = None, maximum: int | None = None, *,
+              low: str | None = None, high: str | None = None, note: str = "") -> int:
+    """An integer (bool refused) within ``[minimum, maximum]``.
+
+    ``low``/``high`` are how the bounds read in the message (e.g. ``"2**63"``),
+    ``note`` a reason appended to the rule, e.g. "n: must be an integer >= 1, got 0".
+    """
+    lo = low if low is not None else str(minimum)
+    hi = high if high is not None else str(maximum)
+    if minimum is not None and maximum is not None:
+        rule = f"an integer between {lo} and {hi}{note}"
+    elif minimum is not None:
+        rule = f"an integer >= {lo}{note}"
+    elif maximum is not None:
+        rule = f"an integer <= {hi}{note}"
+    else:
+        rule = "an integer"
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name}: must be {rule}, got {value!r}")
+    value = int(value)
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        raise ValueError(f"{name}: must be {rule}, got {value}")
+    return value
+
+
+def check_number(value, name: str, minimum: float | None = None, strict: bool = False) -> float:
+    """A finite real number (bool refused), optionally ``>= minimum`` (``> minimum`` when ``strict``)."""
+    rule = "a finite number" + ("" if minimum is None else f" {'>' if strict else '>='} {minimum:g}")
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: must be {rule}, got {value!r}")
+    value = float(value)
+    if not np.isfinite(value) or (minimum is not None and (value <= minimum if strict else value < minimum)):
+        raise ValueError(f"{name}: must be {rule}, got {value!r}")
+    return value
+
+
+def check_out(out, shape: tuple, dtype, name: str = "out", avoid=()) -> np.ndarray:
+    """A preallocated output a kernel may write: checked before anything touches it.
+
+    ``out`` must be a plain ndarray (a subclass such as ``np.memmap`` is fine,
+    a masked array is not) of exactly ``shape`` and ``dtype``, C-contiguous,
+    writeable, and share no memory with any array of ``avoid``, a sequence of
+    ``(array, description)`` pairs.
+    """
+    if not isinstance(out, np.ndarray) or isinstance(out, np.ma.MaskedArray):
+        raise TypeError(f"{name}: must be a NumPy array (not masked), got {type(out).__name__}")
+    dtype = np.dtype(dtype)
+    if out.dtype != dtype:
+        raise TypeError(f"{name}: has dtype {out.dtype}; pass a {dtype.name} array")
+    if out.shape != tuple(shape):
+        raise ValueError(f"{name}: has shape {out.shape}; pass an array of shape {tuple(shape)}")
+    if not out.flags.c_contiguous:
+        raise ValueError(f"{name}: is not C-contiguous; pass np.empty({tuple(shape)}) or a slice of rows of one")
+    if not out.flags.writeable:
+        raise ValueError(f"{name}: is read-only; pass a writeable array")
+    for other, what in avoid:
+        if other is not None and np.may_share_memory(out, other):
+            raise ValueError(f"{name}: shares memory with {what}; pass a separate array")
+    return out
