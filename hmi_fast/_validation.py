@@ -142,3 +142,45 @@ def check_out(out, shape: tuple, dtype, name: str = "out", avoid=()) -> np.ndarr
         if other is not None and np.may_share_memory(out, other):
             raise ValueError(f"{name}: shares memory with {what}; pass a separate array")
     return out
+
+
+def check_dense(X, name: str, ndim: int) -> np.ndarray:
+    """User data as a dense float32/float64 array with ``ndim`` dimensions, in scikit-learn's wording.
+
+    Sparse matrices and masked arrays are refused (TypeError: say what to pass
+    instead); complex data is refused (ValueError "Complex data not supported");
+    object arrays of numbers are converted to float64; a 1-D ``X`` or a 2-D
+    ``y`` gets the reshape hint. Values are not checked here (see
+    :func:`check_finite`).
+    """
+    if hasattr(X, "tocsr") or type(X).__module__.startswith("scipy.sparse"):
+        raise TypeError(f"{name}: sparse input is not supported; pass a dense array, e.g. {name}.toarray()")
+    if isinstance(X, np.ma.MaskedArray):
+        raise TypeError(f"{name}: masked arrays are not supported; fill or drop the masked entries first "
+                        f"(e.g. {name}.filled(value) or {name}.compressed())")
+    if X is None:
+        raise TypeError(f"{name}: expected an array, got None")
+    X = np.asarray(X)
+    if np.iscomplexobj(X):
+        raise ValueError(f"{name}: Complex data not supported; pass real float32 or float64 values")
+    if X.dtype == object:
+        try:
+            X = X.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{name}: an object array that is not numeric ({exc}); "
+                            "convert it to np.float32 or np.float64") from None
+    if X.ndim != ndim:
+        if ndim == 2:
+            raise ValueError(f"{name}: expected a 2-D array of shape (n_samples, n_features), got shape {X.shape}. "
+                             f"Reshape your data with {name}.reshape(-1, 1) for a single feature or "
+                             f"{name}.reshape(1, -1) for a single sample")
+        raise ValueError(f"{name}: expected a 1-D array of shape (n_samples,), got shape {X.shape}")
+    return check_float_array(X, name, ndim)
+
+
+def check_finite(X, name: str, row0: int = 0, fix: str = "remove or impute them") -> None:
+    """Raise naming the first row (counted from ``row0``) of ``X`` that holds NaN or inf."""
+    if X.size and not np.isfinite(X).all():  # whole-array test first: the common, clean case allocates once
+        row = first_nonfinite_row(X)
+        what = "entry" if X.ndim == 1 else "row"
+        raise ValueError(f"{name}: {what} {row0 + row} contains NaN or inf; {fix}")
