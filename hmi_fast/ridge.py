@@ -296,6 +296,8 @@ def solve_ridge(moments: RidgeMoments, lam="gcv", lambdas=None) -> RidgeFit:
     >>> bool(abs(fit.coef[0] - 1) < 0.05), fit.lambdas.size
     (True, 41)
     """
+    if not isinstance(moments, RidgeMoments):
+        raise TypeError(f"moments: expected RidgeMoments (from NormalEquations.moments()), got {type(moments).__name__}")
     lam = check_ridge(lam)
     mo = moments
     n, p = mo.n, mo.gram.shape[0]
@@ -310,7 +312,10 @@ def solve_ridge(moments: RidgeMoments, lam="gcv", lambdas=None) -> RidgeFit:
             scale = float(np.mean(s))
             grid = GCV_GRID * (scale if scale > 0 else 1.0)
         else:
-            grid = np.asarray(lambdas, dtype=np.float64).reshape(-1)
+            try:
+                grid = np.asarray(lambdas, dtype=np.float64).reshape(-1)
+            except (TypeError, ValueError):
+                raise TypeError(f"lambdas: must be an array of numbers > 0, got {lambdas!r}") from None
             if grid.size == 0 or not np.all(np.isfinite(grid)) or np.any(grid <= 0):
                 raise ValueError("lambdas: must be a non-empty array of finite numbers > 0")
         rss, df, gcv = gcv_curve(s, z, mo.yy, n, grid)

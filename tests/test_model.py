@@ -140,6 +140,23 @@ def test_user_links_python_numba_and_per_direction():
     assert np.allclose(model.target(X), ref, atol=1e-12)
 
 
+def test_jitted_link_that_is_not_numeric_is_refused():
+    import numba
+
+    @numba.njit
+    def word(z):
+        return "a"
+
+    @numba.njit
+    def broken(z):
+        return z.nonexistent
+
+    with pytest.raises(TypeError, match=r"link: the numba function 'word' returned str for 0.5; it must return a float"):
+        HMIModel(5, 1, 1.0, link=word)
+    with pytest.raises(TypeError, match=r"link: the numba function 'broken' does not compile for a float64 argument"):
+        HMIModel(5, 1, 1.0, link=broken)
+
+
 def test_noise_added():
     clean = HMIModel(d=10, m_star=2, gamma=1.0, seed=7)
     noisy = HMIModel(d=10, m_star=2, gamma=1.0, seed=7, noise=0.25)

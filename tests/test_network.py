@@ -444,6 +444,16 @@ def test_other_bad_input():
         NormalEquations(2).update(np.array([[0, 1], [1, 0], [2, 2], [np.nan, 0.0]]), np.zeros(4))
     with pytest.raises(ValueError, match="lambdas: must be a non-empty array of finite numbers > 0"):
         solve_ridge(NormalEquations(1).update(np.ones((3, 1)), np.ones(3)).moments(), lambdas=[0.0])
+    with pytest.raises(TypeError, match=r"lambdas: must be an array of numbers > 0, got \['a'\]"):
+        solve_ridge(NormalEquations(1).update(np.ones((3, 1)), np.ones(3)).moments(), lambdas=["a"])
+    with pytest.raises(TypeError, match=r"moments: expected RidgeMoments \(from NormalEquations.moments\(\)\), got dict"):
+        solve_ridge({})
+    with pytest.raises(TypeError, match=r"p: must be an integer >= 0, got 2.0"):
+        NormalEquations(2.0)
+    with pytest.raises(ValueError, match=r"F: expected 2 columns \(the readout's p\), got 3"):
+        NormalEquations(2).update(np.ones((4, 3)), np.ones(4))
+    with pytest.raises(ValueError, match=r"F and y: lengths differ \(4 rows in F, 3 labels in y\)"):
+        NormalEquations(2).update(np.ones((4, 2)), np.ones(3))
     with pytest.raises(ValueError, match=r"F: row 1 contains NaN or inf"):
         fit_ridge(np.ones((3, 1)), np.arange(3.0)).predict(np.array([[1.0], [np.nan]]))
     with pytest.raises(ValueError, match="lr: must be a finite number > 0, got 0.0"):
