@@ -87,10 +87,10 @@ def figure_risk(out_dir, *, quick=False, seeds=None, d=None, m_star=None, gamma=
             n = max(2, int(round(alpha * d)))
             spectral = SpectralEstimator(max_components=min(m_star + 10, d // 2), random_state=seed)
             net = SpectralTwoLayer(readout="hermite", hermite_degree=hermite_degree, split=split,
-                                   spectral=spectral, seed=seed).fit_stream(model, n=n)
+                                   spectral=spectral, random_state=seed).fit_stream(model, n=n)
             oracle = SpectralTwoLayer(readout="hermite", hermite_degree=hermite_degree, split=split,
                                       spectral=model.W).fit_stream(model, n=n)
-            rf = SpectralTwoLayer(activation="relu", split=split,
+            rf = SpectralTwoLayer(readout="ridge", activation="relu", split=split,
                                   spectral=random_directions(p_rf, d, seed)).fit_stream(model, n=n)
             risks = excess_risk(model, [net, oracle, rf, lambda X: np.zeros(len(X))], n_test=n_test, seed=seed)
             var = float(risks[3])
