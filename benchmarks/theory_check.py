@@ -38,6 +38,8 @@ SETTINGS = {
     "fig1_he2": dict(d=400, m_star=10, gamma=1.3, link="he2", alphas=list(np.geomspace(2, 2000, 13))),
     "fig1_abs": dict(d=400, m_star=10, gamma=1.3, link="abs", alphas=list(np.geomspace(2, 2000, 13))),
     "fig1_relu": dict(d=400, m_star=10, gamma=1.3, link="relu", alphas=list(np.geomspace(2, 2000, 13))),
+    # the issue's setting on a fine grid of α (ratio 1.12): where q_k crosses 1/2
+    "crossings": dict(d=400, m_star=8, gamma=1.2, link="he2_he4", alphas=list(np.geomspace(2, 400, 47))),
     # Figure 2's model (d = 1000, m* = 20): the selection rules
     "fig2": dict(d=1000, m_star=20, gamma=1.3, link="he2_he4", alphas=[3, 5, 10, 20, 164]),
 }

@@ -225,9 +225,11 @@ class _Grid:
 
 
 def _trim(law_arrays, lo, step):
-    """Drop the end nodes where every replicate has no mass."""
-    P = law_arrays[0]
-    used = np.flatnonzero(np.any(P != 0, axis=0))
+    """Drop the end nodes where every replicate has no mass, of the law or of the spikes."""
+    used = np.zeros(law_arrays[0].shape[1], dtype=bool)
+    for x in law_arrays:
+        used |= np.any(x.reshape(x.shape[0], x.shape[1], -1) != 0, axis=(0, 2))
+    used = np.flatnonzero(used)
     a, b = used[0], used[-1] + 1
     return [x[:, a:b] for x in law_arrays], lo + a * step
 

@@ -61,6 +61,14 @@ def _check_d(d, m_star):
     return d
 
 
+def _check_selection(selection, d, regime):
+    if selection not in SELECTION_RULES:
+        raise ValueError(f"selection: must be one of {SELECTION_RULES}, got {selection!r}")
+    if selection != "outliers" and (d is None or regime != "exact"):
+        raise ValueError(f"selection: {selection!r} is modelled at a given dimension in the exact regime; "
+                         "pass d (and regime='exact') or use selection='outliers'")
+
+
 def _aspect(alpha, d, m_star):
     """c = d'/n with d' = d (d=None: the limit) or d − m* (the complement of the hidden directions)."""
     return 1.0 / alpha if d is None else (1.0 - m_star / d) / alpha
@@ -93,24 +101,89 @@ def _slots(law: WeightLaw):
     return slots
 
 
-def _solve(law: WeightLaw, c, slots):
-    """Edges, edge scales, outlier per slot, recovery per direction and outlier count for each c."""
+def _solve(law: WeightLaw, c, slots, selection=None):
+    """Edges, edge scales, outlier per slot, recovery per direction and outlier count for each c.
+
+    ``selection``: None (every outlier kept) or ``(rule, d, n)`` with n the sample sizes: the
+    recovery and the mean number kept by that rule (:func:`_selected`).
+    """
     E = law.edges(c)
     top, bot = law.spikes_at(c)
     A, m = c.size, law.m
     if slots is None:
         pos = np.where(np.isfinite(top.position), top.position, bot.position)
-        q = top.mass + bot.mass
         branch = np.zeros((A, m, m))
         idx = np.arange(m)
-        branch[:, idx, idx] = q
+        branch[:, idx, idx] = top.mass + bot.mass
     else:
         ends = (top, bot)
         pos = np.stack([ends[s].position[:, b] for s, b in slots], axis=1)
         branch = np.stack([ends[s].overlaps[:, b, :] for s, b in slots], axis=1)  # (A, slot, direction)
-        q = top.overlaps.sum(axis=1) + bot.overlaps.sum(axis=1)
     count = np.isfinite(top.position).sum(axis=1) + np.isfinite(bot.position).sum(axis=1)
-    return E.edges, E.scales, pos, np.clip(q, 0.0, 1.0), branch, count
+    if selection is None:
+        q = top.overlaps.sum(axis=1) + bot.overlaps.sum(axis=1)
+        kept = count.astype(np.float64)
+    else:
+        q, kept = _selected(E, (top, bot), *selection)
+    return E.edges, E.scales, pos, np.clip(q, 0.0, 1.0), branch, count, kept
+
+
+#: draws of the outliers' fluctuations in the selection model (fixed: common to every call)
+SELECTION_DRAWS = 256
+SELECTION_RULES = ("outliers", "gap", "edge")
+
+
+@functools.lru_cache(maxsize=8)
+def _draws(width: int) -> np.ndarray:
+    out = np.random.default_rng([0x5E1EC7, width]).standard_normal((SELECTION_DRAWS, 2, width))
+    out.setflags(write=False)
+    return out
+
+
+def _selected(E, ends, rule, d, n, margin=0.05):
+    """Expected recovery q_k and number kept when ``rule`` ("gap" or "edge", as in
+    :func:`hmi_fast.select_components` with the exact bulk) picks among the outliers of T at size (d, n).
+
+    Each outlier eigenvalue is Gaussian around its predicted position with the leading-order variance of
+    :func:`~hmi_fast.theory.wishart._outlier_noise`; the first bulk eigenvalue sits at the edge, shifted
+    and spread by the Tracy–Widom law (mean −1.21, s.d. 1.27 in units of ``s_end d^(−2/3)``). The rule is
+    applied to each of SELECTION_DRAWS common draws.
+    """
+    delta = float(d) ** (-1.0 / 3.0)
+    A = E.edges.shape[0]
+    m = ends[0].mass.shape[1]
+    q = np.zeros((A, m))
+    kept = np.zeros(A)
+    draws = _draws(m + 1)  # (R, 2, m + 1)
+    n = np.asarray(n, dtype=np.float64).reshape(-1)
+    for e, sp in enumerate(ends):  # top (side +1, edge index 1), bottom (side −1, edge index 0)
+        side = sp.side
+        edge = E.edges[:, 1 if side > 0 else 0]
+        scale = E.scales[:, 1 if side > 0 else 0]
+        tw = scale * float(d) ** (-2.0 / 3.0)
+        have = np.isfinite(sp.position)  # (A, m)
+        if not have.any():
+            continue
+        sd = np.sqrt(np.where(have, np.maximum(sp.noise, 0.0), 0.0) / n[:, None] + (1.27 * tw[:, None]) ** 2)
+        x = np.where(have, side * (sp.position - edge[:, None]), -np.inf)  # distance beyond the edge
+        xs = x[:, None, :] + sd[:, None, :] * draws[None, :, e, :m]  # (A, R, m); -inf where no outlier
+        bulk = tw[:, None] * (-1.21 + 1.27 * draws[None, :, e, m])  # (A, R): the first bulk eigenvalue
+        order = np.argsort(-xs, axis=2)
+        vals = np.take_along_axis(xs, order, axis=2)
+        if rule == "edge":
+            k = np.sum(vals > 2.0 * scale[:, None, None] * margin, axis=2)
+        else:
+            nxt = np.concatenate([vals[:, :, 1:], np.full(vals.shape[:2] + (1,), -np.inf)], axis=2)
+            nxt = np.where(np.isfinite(nxt), nxt, bulk[:, :, None])  # after the last outlier: the bulk
+            with np.errstate(invalid="ignore"):
+                big = ((vals - nxt) >= delta * scale[:, None, None]) & (vals > 0) & np.isfinite(vals)
+            k = np.where(big.any(axis=2), m - np.argmax(big[:, :, ::-1], axis=2), 0)
+        chosen = (np.arange(m)[None, None, :] < k[:, :, None]).astype(np.float64)
+        keep = np.zeros_like(chosen)
+        np.put_along_axis(keep, order, chosen, axis=2)
+        q += np.einsum("ab,abk->ak", keep.mean(axis=1), sp.overlaps)
+        kept += k.mean(axis=1)
+    return q, kept
 
 
 # ---------------------------------------------------------------- thresholds
@@ -159,13 +232,23 @@ def _emergence(law: WeightLaw, m_star, d):
         return np.where(c > 0, _aspect(1.0, d, m_star) / np.where(c > 0, c, 1.0), np.inf)
 
 
-def _crossing(law: WeightLaw, slots, m_star, d, level, start):
-    """Smallest α at which q_k reaches ``level``, per direction (inf if not below 1e9).
+def _recovery(law, slots, m_star, d, rule, al):
+    sel = None if rule is None else (rule, d, al * d)
+    return _solve(law, _aspect(al, d, m_star), slots, sel)[3]
 
-    Bracketed on a log grid of α, then refined by regula falsi (Illinois) in log α.
+
+def _crossing(law: WeightLaw, slots, m_star, d, level, start, stop, rule=None):
+    """Smallest α in [start, stop] at which q_k reaches ``level``, per direction (inf if none).
+
+    Bracketed on a log grid of α (20 points per decade), then refined by regula falsi (Illinois)
+    in log α. ``rule``: None (every outlier counts) or the selection rule modelled at dimension d.
     """
-    grid = np.geomspace(max(start, 1e-6), 1e9, 241)
-    q = _solve(law, _aspect(grid, d, m_star), slots)[3]  # (A, m)
+    def recovery(al):
+        return _recovery(law, slots, m_star, d, rule, al)
+
+    start = max(start, 1e-6)
+    grid = np.geomspace(start, stop, max(int(20 * np.log10(stop / start)), 2) + 1)
+    q = recovery(grid)  # (A, m)
     out = np.full(m_star, np.inf)
     ks, i = [], []
     for k in range(m_star):
@@ -186,7 +269,7 @@ def _crossing(law: WeightLaw, slots, m_star, d, level, start):
     side = np.zeros(ks.size)
     for _ in range(60):
         x = np.where(fb - fa > 0, (a * fb - b * fa) / (fb - fa), 0.5 * (a + b))
-        fx = _solve(law, _aspect(np.exp(x), d, m_star), slots)[3][r, ks] - level
+        fx = recovery(np.exp(x))[r, ks] - level
         left = fx < 0
         # Illinois: halve the retained end's value when the same end is kept twice
         fb = np.where(left & (side == -1), 0.5 * fb, fb)
@@ -194,15 +277,34 @@ def _crossing(law: WeightLaw, slots, m_star, d, level, start):
         a, fa = np.where(left, x, a), np.where(left, fx, fa)
         b, fb = np.where(left, b, x), np.where(left, fb, fx)
         side = np.where(left, -1, 1)
-        if np.all(b - a < 1e-10) or np.all(np.abs(fx) < 1e-12):
+        if np.all((b - a < 1e-8) | (np.abs(fx) < 1e-10)):
             break
     out[ks] = np.exp(np.where(np.abs(fa) < np.abs(fb), a, b))
     return out
 
 
+def _crossing_se(laws, slots, m_star, d, rule, al, method):
+    """Standard error of the crossings by the delta method: s.e. of q_k there over dq_k/dα."""
+    ok = np.isfinite(al)
+    se = np.full(al.shape, np.nan)
+    if not ok.any():
+        return se
+    ks = np.flatnonzero(ok)
+    a = al[ks]
+    h = 1e-3
+    full, reps = laws
+    q = [_recovery(law, slots, m_star, d, rule, a)[np.arange(ks.size), ks] for law in (full, *reps)]
+    up = _recovery(full, slots, m_star, d, rule, a * (1 + h))[np.arange(ks.size), ks]
+    dn = _recovery(full, slots, m_star, d, rule, a * (1 - h))[np.arange(ks.size), ks]
+    slope = (up - dn) / (2 * h * a)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        se[ks] = spread(q[0], np.array(q[1:]), method) / np.abs(slope)
+    return se
+
+
 def thresholds(model, preprocess="saturating", center=False, *, level: float | None = None,
-               regime: str = "exact", d: int | None = None, n_samples: int = DEFAULT_N_SAMPLES,
-               seed: int = 0) -> Thresholds:
+               regime: str = "exact", d: int | None = None, selection: str = "outliers",
+               n_samples: int = DEFAULT_N_SAMPLES, seed: int = 0) -> Thresholds:
     """k-critical thresholds: where direction k leaves the bulk, or where its recovery reaches ``level``.
 
     Parameters
@@ -221,6 +323,9 @@ def thresholds(model, preprocess="saturating", center=False, *, level: float | N
         and, with ``level``, ``α_k/(1 − level)``.
     d : int, optional
         Dimension, for the finite-size aspect ratio ``(d − m*)/n`` (exact regime).
+    selection : {"outliers", "gap", "edge"}
+        With ``level``: which eigenvectors count in q_k (see :func:`predict`; "gap" and "edge"
+        need d). The estimator's recovery crosses the level later than that of all outliers.
     n_samples, seed
         Monte Carlo size and seed (see :func:`moments`).
 
@@ -242,6 +347,7 @@ def thresholds(model, preprocess="saturating", center=False, *, level: float | N
     d = _check_d(d, model.m_star)
     if level is not None and not (isinstance(level, (int, float)) and 0.0 < level < 1.0):
         raise ValueError(f"level: must be a number in (0, 1) or None, got {level!r}")
+    _check_selection(selection, d, regime)
     pop, tau = population(model, preprocess, n_samples, seed)
     _check_exact(tau, regime)
     shift = _shift(pop, center)
@@ -251,13 +357,16 @@ def thresholds(model, preprocess="saturating", center=False, *, level: float | N
         m = model.m_star
         laws = _weight_laws(pop, shift)
         vals = [_emergence(law, m, d) for law in (laws[0], *laws[1])]
-        if level is not None:
-            slots = _slots(laws[0])
-            start = np.min(vals[0]) if np.isfinite(vals[0]).any() else 1.0
-            vals = [_crossing(law, slots, m, d, float(level), start / 4) for law in (laws[0], *laws[1])]
         al = vals[0]
         with np.errstate(invalid="ignore"):
             al_se = np.where(np.isfinite(al), spread(al, np.array(vals[1:]), pop.method), np.nan)
+        if level is not None:
+            slots = _slots(laws[0])
+            fin = al[np.isfinite(al)]
+            start, stop = (fin.min() / 4, fin.max() * 1e4) if fin.size else (1e-3, 1e9)
+            rule = None if selection == "outliers" else selection
+            al = _crossing(laws[0], slots, m, d, float(level), start, stop, rule)
+            al_se = _crossing_se(laws, slots, m, d, rule, al, pop.method)
     elif level is not None:
         al, al_se = al / (1.0 - level), al_se / (1.0 - level)
     readonly(al, al_se, theta)
@@ -284,9 +393,12 @@ class Prediction:
         (σ for large_alpha): the scale of eigenvalue gaps there.
     outliers : (…, m*) position of each direction's outlier (NaN inside the bulk); for links whose
         latent matrix is not diagonal, of each branch (``branch_overlaps`` says along what).
-    overlaps : (…, m*) recovery ``q_k = ||P̂ w_k||²`` with P̂ the projector on all outliers' eigenvectors.
+    overlaps : (…, m*) recovery ``q_k = ||P̂ w_k||²``, P̂ the projector on the selected eigenvectors.
     branch_overlaps : (…, m*, m*) squared overlap of slot j's eigenvector with w_k.
     n_components : number of outliers (both ends).
+    n_selected : mean number of eigenvectors the modelled selection keeps (``n_components`` when
+        ``selection="outliers"``).
+    selection : which eigenvectors ``overlaps`` and ``mse`` count (see :func:`predict`).
     mse : ``Σ_k a_k² (1 − q_k)``.
     *_se : Monte Carlo standard errors (NaN where an outlier is at its threshold within them).
     """
@@ -305,6 +417,8 @@ class Prediction:
     overlaps_se: np.ndarray
     branch_overlaps: np.ndarray
     n_components: np.ndarray
+    n_selected: np.ndarray
+    selection: str
     mse: np.ndarray
     mse_se: np.ndarray
     thresholds: Thresholds
@@ -325,15 +439,15 @@ def _predict_large(th: Thresholds, a, alpha, c, center):
     branch[:, np.arange(m), np.arange(m)] = q
     nan = np.full_like(outliers, np.nan)
     return (sigma, edges, np.full_like(edges, np.nan), np.stack([sigma, sigma], axis=-1), outliers, nan, q, nan,
-            branch, k_hat, mse, np.full_like(mse, np.nan))
+            branch, k_hat, k_hat.astype(np.float64), mse, np.full_like(mse, np.nan))
 
 
-def _predict_exact(pop, model, alpha, c, shift):
+def _predict_exact(pop, model, alpha, c, shift, selection):
     full, reps = _weight_laws(pop, shift)
     slots = _slots(full)
-    res = [_solve(law, c, slots) for law in (full, *reps)]
+    res = [_solve(law, c, slots, selection) for law in (full, *reps)]
     a2 = np.asarray(model.a, dtype=np.float64) ** 2
-    edges, scales, pos, q, branch, count = res[0]
+    edges, scales, pos, q, branch, count, kept = res[0]
     mse = np.sum(a2 * (1.0 - q), axis=1)
     rep = lambda i: np.array([r[i] for r in res[1:]])  # noqa: E731
     edges_se = spread(edges, rep(0), pop.method)
@@ -341,11 +455,11 @@ def _predict_exact(pop, model, alpha, c, shift):
     q_se = spread(q, rep(3), pop.method)
     mse_se = spread(mse, np.array([np.sum(a2 * (1.0 - r[3]), axis=1) for r in res[1:]]), pop.method)
     sigma = np.sqrt(c * full.second_moment)
-    return sigma, edges, edges_se, scales, pos, pos_se, q, q_se, branch, count, mse, mse_se
+    return sigma, edges, edges_se, scales, pos, pos_se, q, q_se, branch, count, kept, mse, mse_se
 
 
 def predict(model, preprocess, alpha, center=False, *, regime: str = "exact", d: int | None = None,
-            n_samples: int = DEFAULT_N_SAMPLES, seed: int = 0) -> Prediction:
+            selection: str = "outliers", n_samples: int = DEFAULT_N_SAMPLES, seed: int = 0) -> Prediction:
     """Predicted spectrum of T and recovery at sample ratio α = n/d.
 
     Parameters
@@ -354,6 +468,12 @@ def predict(model, preprocess, alpha, center=False, *, regime: str = "exact", d:
         As in :func:`thresholds`.
     alpha : float or 1-D array
         Sample ratio(s), finite and > 0.
+    selection : {"outliers", "gap", "edge"}
+        Which eigenvectors the recovery ``q_k`` (and ``mse``) counts: every predicted outlier (the
+        d → ∞ limit of both rules), or those that :func:`hmi_fast.select_components` keeps with the
+        exact bulk of the weights at dimension ``d`` (required): its threshold ``d^(−1/3)`` and margin
+        0.05, applied to the outliers spread by their Gaussian fluctuations (exact regime;
+        docs/theory.md §3.4). This is what the spectral estimator measures.
 
     Returns
     -------
@@ -363,17 +483,22 @@ def predict(model, preprocess, alpha, center=False, *, regime: str = "exact", d:
     --------
     >>> from hmi_fast import HMIModel
     >>> from hmi_fast.theory import predict
-    >>> p = predict(HMIModel(d=10, m_star=3, gamma=1.3), "saturating", [0.1, 1e6], n_samples=20_000)
+    >>> model = HMIModel(d=10, m_star=3, gamma=1.3)
+    >>> p = predict(model, "saturating", [0.1, 1e6], n_samples=20_000)
     >>> p.n_components.tolist(), bool(p.mse[1] < 1e-3)
     ([0, 3], True)
     >>> lo, hi = p.bulk_edges[1]
     >>> bool(lo < p.bulk_center < hi < p.outliers[1, 2])
+    True
+    >>> g = predict(model, "saturating", 20.0, d=400, selection="gap", n_samples=20_000)
+    >>> bool(g.mse >= predict(model, "saturating", 20.0, d=400, n_samples=20_000).mse)
     True
     """
     center = check_center(center)
     regime = check_regime(regime)
     d = _check_d(d, model.m_star)
     alpha = check_alpha(alpha)
+    _check_selection(selection, d, regime)
     pop, tau = population(model, preprocess, n_samples, seed)
     _check_exact(tau, regime)
     shift = _shift(pop, center)
@@ -382,16 +507,17 @@ def predict(model, preprocess, alpha, center=False, *, regime: str = "exact", d:
     c = _aspect(al, d, model.m_star)
     mean = float(pop.full[0]) - shift
     if regime == "exact":
-        out = _predict_exact(pop, model, al, c, shift)
+        rule = None if selection == "outliers" else (selection, d, al * d)
+        out = _predict_exact(pop, model, al, c, shift, rule)
     else:
         out = _predict_large(th, np.asarray(model.a, dtype=np.float64), al, c, mean)
     out = (al, c) + out
     if alpha.ndim == 0:
         out = tuple(x[0] for x in out)
     readonly(*out)
-    al, c, sigma, edges, edges_se, scales, pos, pos_se, q, q_se, branch, count, mse, mse_se = out
+    al, c, sigma, edges, edges_se, scales, pos, pos_se, q, q_se, branch, count, kept, mse, mse_se = out
     return Prediction(al, c, regime, sigma, mean, edges, edges_se, scales, pos, pos_se, q, q_se, branch,
-                      count, mse, mse_se, th)
+                      count, kept, selection, mse, mse_se, th)
 
 
 # ---------------------------------------------------------------- bulk density

@@ -29,16 +29,19 @@ class MSECurve:
     mse_large_alpha: np.ndarray
     mse_piecewise: np.ndarray
     regime: str
+    selection: str
     thresholds: Thresholds
 
 
 def mse_curve(model, preprocess="saturating", alphas=None, center=False, *, regime: str = "exact",
-              d: int | None = None, n_samples: int = DEFAULT_N_SAMPLES, seed: int = 0) -> MSECurve:
+              d: int | None = None, selection: str = "outliers", n_samples: int = DEFAULT_N_SAMPLES,
+              seed: int = 0) -> MSECurve:
     """Predicted weighted error ``MSE_γ`` along sample ratios ``alphas``.
 
     ``alphas=None`` uses 200 log-spaced points from α_1/10 to 10·α_{m*}
     (finite thresholds of the regime only). Other parameters as in
-    :func:`~hmi_fast.theory.predict`; ``q_k`` counts every predicted outlier.
+    :func:`~hmi_fast.theory.predict`: ``selection="gap"`` with ``d`` predicts what
+    the spectral estimator measures; the default counts every predicted outlier.
 
     Examples
     --------
@@ -59,7 +62,8 @@ def mse_curve(model, preprocess="saturating", alphas=None, center=False, *, regi
         lo, hi = (fin.min() / 10, fin.max() * 10) if fin.size else (1.0, 1e6)
         alphas = np.geomspace(lo, hi, 200)
     al = check_alpha(alphas, "alphas").reshape(-1)
-    p = predict(model, preprocess, al, center, regime=regime, d=d, n_samples=n_samples, seed=seed)
+    p = predict(model, preprocess, al, center, regime=regime, d=d, selection=selection, n_samples=n_samples,
+                seed=seed)
     large = predict(model, preprocess, al, center, regime="large_alpha", n_samples=n_samples, seed=seed)
     a2 = np.asarray(model.a, dtype=np.float64) ** 2
     ak = large.thresholds.alpha[None, :]
@@ -67,7 +71,7 @@ def mse_curve(model, preprocess="saturating", alphas=None, center=False, *, regi
     with np.errstate(invalid="ignore"):
         piecewise = np.sum(np.where(below, a2, a2 * ak / al[:, None]), axis=1)
     readonly(al, piecewise)
-    return MSECurve(al, p.mse, p.mse_se, large.mse, piecewise, regime, th)
+    return MSECurve(al, p.mse, p.mse_se, large.mse, piecewise, regime, selection, th)
 
 
 def fit_slope(alphas, values, lo: float, hi: float) -> float:

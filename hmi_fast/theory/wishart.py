@@ -263,10 +263,10 @@ class _End:
             df = -2.0 * self.side * s * S3 / np.maximum(S2, 1e-300)
             with np.errstate(divide="ignore", invalid="ignore"):
                 new = ua - f / df
-            bad = ~np.isfinite(new) | (new <= lo) | (new >= hi)
+            bad = ~np.isfinite(new) | (new < lo) | (new > hi)
             new = np.where(bad, 0.5 * (lo + hi), new)
             u[active] = new
-            active = active[(np.abs(new - ua) > 1e-13) & (hi - lo > 1e-13)]
+            active = active[(np.abs(new - ua) > 1e-12) & (hi - lo > 1e-12)]
         sbar = np.where(hard, self.s[0], np.exp(u))
         return sbar, hard
 
@@ -275,6 +275,8 @@ class _End:
         lam = self.b + self.side * sbar
         S1, _, S3 = law_sums(self.law.t, self.law.p, lam)
         edge = lam * (c + S1)
+        if self.b == 0.0:  # weights of one sign and c beyond the critical range: ψ(0) = 0 (zero eigenvalues)
+            edge = np.where(hard, 0.0, edge)
         with np.errstate(invalid="ignore"):
             scale = (c * lam**2 * np.sqrt(np.abs(S3))) ** (2.0 / 3.0)
         semi = np.sqrt(c * self.law.second_moment)
@@ -328,10 +330,10 @@ class _End:
             with np.errstate(divide="ignore", invalid="ignore"):
                 new = sa + f / (self.side * D)
             la, ha = lo[active], hi[active]
-            bad = ~np.isfinite(new) | (new <= la) | (new >= ha)
+            bad = ~np.isfinite(new) | (new < la) | (new > ha)
             new = np.where(bad, np.sqrt(la * ha), new)
             s[active] = new
-            active = active[(np.abs(new - sa) > 1e-14 * sa) & (ha - la > 1e-14 * ha)]
+            active = active[(np.abs(new - sa) > 1e-12 * sa) & (ha - la > 1e-12 * ha)]
         ai, ki, s, cc = ai[valid], ki[valid], s[valid], cc[valid]
         lam = self.b + self.side * s
         S1, S2, _ = law_sums(t, law.p, lam)
@@ -341,10 +343,12 @@ class _End:
         position = np.full((A, m), np.nan)
         mass = np.zeros((A, m))
         vectors = np.zeros((A, m, m))
+        noise = np.full((A, m), np.nan)
         position[ai, ki] = lam * (cc + S1)
         mass[ai, ki] = q
         vectors[:, np.arange(m), np.arange(m)] = 1.0
-        return _Spikes(position, mass, vectors, self.side)
+        noise[ai, ki] = _outlier_noise(q, lam, S1, S2, cc)
+        return _Spikes(position, mass, vectors, noise, self.side)
 
     def _interp_matrix(self, i, s):
         """Θ, dΘ/ds, D (cubic Hermite in log s) at s inside [s_i, s_{i+1}]."""
@@ -381,10 +385,10 @@ class _End:
             with np.errstate(divide="ignore", invalid="ignore"):
                 new = sa - f / df
             la, ha = lo[active], hi[active]
-            bad = ~np.isfinite(new) | (new <= la) | (new >= ha)
+            bad = ~np.isfinite(new) | (new < la) | (new > ha)
             new = np.where(bad, np.sqrt(la * ha), new)
             s[active] = new
-            active = active[(np.abs(new - sa) > 1e-13 * sa) & (ha - la > 1e-13 * ha)]
+            active = active[(np.abs(new - sa) > 1e-10 * sa) & (ha - la > 1e-10 * ha)]
         keep = np.flatnonzero(valid)
         ai, ji, ii, s, cc, col = ai[keep], ji[keep], ii[keep], s[keep], cc[keep], col[keep]
         th, _, D = self._interp_matrix(ii, s)
@@ -398,10 +402,12 @@ class _End:
         position = np.full((A, m), np.nan)
         mass = np.zeros((A, m))
         vectors = np.zeros((A, m, m))
+        noise = np.full((A, m), np.nan)
         position[ai, ji] = lam * (cc + S1)
         mass[ai, ji] = q
         vectors[ai, ji] = v
-        return _Spikes(position, mass, vectors, self.side)
+        noise[ai, ji] = _outlier_noise(q, lam, S1, S2, cc)
+        return _Spikes(position, mass, vectors, noise, self.side)
 
     # ---------------------------------------------------------------- thresholds
 
@@ -447,13 +453,26 @@ class _End:
         return np.linalg.eigvalsh(th)[np.arange(ks.size), law.m - 1 - ks] - S2
 
 
+def _outlier_noise(q, lam, S1, S2, c):
+    """n · Var of an outlier eigenvalue, to leading order (docs/theory.md §3.4).
+
+    ``ℓ̂ − ℓ ≈ q · δM`` with δM the fluctuation of the latent matrix ``(1/n) Σ M_ii z_i z_iᵀ − Bᵀ(C − ℓ)⁻¹B``
+    along the outlier's direction, ``M_ii = h(τ_i) = λτ_i/(λ − τ_i)``: its diagonal part has variance
+    ``Var(h z²)/n ≈ (3 E h² − (E h)²)/n`` (z taken independent of τ, as for the weak directions whose
+    selection is in doubt) and its off-diagonal part ``2 (E h²)² m'(ℓ) c/n = 2 (E h²)²/(n λ² ψ'(λ))``.
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (q * lam) ** 2 * (3.0 * S2 - S1**2 + 2.0 * S2**2 / (c - S2))
+
+
 class _Spikes:
     """Outliers at one end for A aspect ratios and m branches (NaN where none)."""
 
-    def __init__(self, position, mass, vectors, side):
+    def __init__(self, position, mass, vectors, noise, side):
         self.position = position  # (A, m)
         self.mass = mass  # (A, m): squared norm of the eigenvector's latent part
         self.vectors = vectors  # (A, m branches, m directions): unit latent directions
+        self.noise = noise  # (A, m): n · Var(outlier eigenvalue)
         self.side = side
 
     @property
