@@ -66,6 +66,21 @@ def test_all_weights_of_one_sign_and_hard_edges():
     assert bool(E.hard[0, 1]) and E.edges[0, 1] == pytest.approx(top, rel=1e-6)
 
 
+def test_weight_law_validation():
+    with pytest.raises(ValueError, match=r"^probabilities: must be a 1-D array of the shape of values"):
+        WeightLaw([1.0, 2.0], [1.0])
+    with pytest.raises(ValueError, match=r"^values: the law's values and probabilities must be finite"):
+        WeightLaw([1.0, np.nan], [0.5, 0.5])
+    with pytest.raises(ValueError, match=r"^probabilities: must be >= 0 with a positive sum"):
+        WeightLaw([1.0, 2.0], [1.5, -0.5])
+    with pytest.raises(ValueError, match=r"^spikes: needs one row per value"):
+        WeightLaw([1.0, 2.0], [0.5, 0.5], spikes=np.zeros((3, 1)))
+    with pytest.raises(ValueError, match=r"^c: the aspect ratio d/n must be finite and > 0"):
+        WeightLaw([1.0], [1.0]).edges(np.array([0.0]))
+    law = WeightLaw([1.0, 3.0], [2.0, 2.0])  # probabilities are normalised
+    assert law.mean == pytest.approx(2.0)
+
+
 def test_bin_values_keeps_the_extremes_and_the_mean():
     w = np.random.default_rng(1).standard_normal(50_000)
     t, p = bin_values(w, nodes=512)

@@ -13,7 +13,14 @@ Every public function is available here as ``hmi_fast.theory.<name>``.
 """
 
 from ._sampling import DEFAULT_N_SAMPLES, MIN_N_SAMPLES, TabulatedFunction
-from .optimal import DEFAULT_SMOOTHING, MAX_GRID, FisherInformation, OptimalPreprocessing, fisher_information, optimal_preprocessing
+from .optimal import (
+    DEFAULT_SMOOTHING,
+    MAX_GRID,
+    FisherInformation,
+    OptimalPreprocessing,
+    fisher_information,
+    optimal_preprocessing,
+)
 from .population import Moments, SpikeStrengths, moments, spike_strengths
 from .predictions import ZERO_SPIKE, BulkDensity, Prediction, Thresholds, bulk_density, predict, thresholds
 from .scaling import DiscoverySlopes, MSECurve, ScalingLaw, discovery_slopes, fit_slope, mse_curve, scaling_law

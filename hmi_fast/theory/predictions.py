@@ -19,6 +19,7 @@ complement of the m* hidden directions, of size d − m* (docs/theory.md §3.3).
 from __future__ import annotations
 
 import functools
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -345,7 +346,8 @@ def thresholds(model, preprocess="saturating", center=False, *, level: float | N
     center = check_center(center)
     regime = check_regime(regime)
     d = _check_d(d, model.m_star)
-    if level is not None and not (isinstance(level, (int, float)) and 0.0 < level < 1.0):
+    if level is not None and not (isinstance(level, numbers.Real) and not isinstance(level, bool)
+                                  and 0.0 < level < 1.0):
         raise ValueError(f"level: must be a number in (0, 1) or None, got {level!r}")
     _check_selection(selection, d, regime)
     pop, tau = population(model, preprocess, n_samples, seed)

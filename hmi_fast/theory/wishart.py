@@ -39,7 +39,6 @@ from .._config import jit
 #: λ grid: distances s = R·10^u from the end of the support, u in [−9, 9], this many points per decade
 _DECADES = (-9.0, 9.0)
 _PER_DECADE = 40
-_CHUNK = 1 << 22  # entries of the (λ, node) work arrays
 
 
 @jit(parallel=True)
@@ -88,26 +87,6 @@ def law_sums(t, p, lam):
     return tuple(o.reshape(lam.shape) for o in out)
 
 
-def _kernel(t, lam, b):
-    """``t_j / (λ_i − t_j)^b`` (rows λ, columns nodes), by products (no pow)."""
-    r = 1.0 / (lam[:, None] - t)
-    X = t * r
-    for _ in range(b - 1):
-        X *= r
-    return X
-
-
-def sums(t, w, lam, b):
-    """``Σ_j w_j t_j / (λ − t_j)^b`` for each λ; w is (G,) or (G, K)."""
-    lam = np.asarray(lam, dtype=np.float64)
-    flat = lam.reshape(-1)
-    rows = max(1, _CHUNK // max(t.size, 1))
-    out = np.empty((flat.size,) + w.shape[1:])
-    for i in range(0, flat.size, rows):
-        out[i : i + rows] = _kernel(t, flat[i : i + rows], b) @ w
-    return out.reshape(lam.shape + w.shape[1:])
-
-
 def _pair_sums(t, WT, lam, cols):
     """``Σ_j WT[cols_i, j] t_j/(λ_i − t_j)`` and the same over ``(λ_i − t_j)²``, for pairs (λ_i, cols_i)."""
     lam = np.ascontiguousarray(lam, dtype=np.float64)
@@ -138,11 +117,33 @@ class WeightLaw:
     spikes : array of shape (G, m) or (G, m, m), optional
         ``E[(z_k² − 1) 1{w = t_j}]`` per atom (diagonal: even links), or the
         whole ``E[(z zᵀ − I) 1{w = t_j}]``.
+
+    Examples
+    --------
+    The Marchenko–Pastur law (every weight 1): edges ``(1 ± √c)²``.
+
+    >>> import numpy as np
+    >>> from hmi_fast.theory import WeightLaw
+    >>> law = WeightLaw([1.0], [1.0])
+    >>> np.round(law.edges(np.array([0.25])).edges, 6).tolist()
+    [[0.25, 2.25]]
+    >>> x = np.linspace(0.3, 2.2, 5)
+    >>> bool(np.all(law.density(0.25, x) > 0))
+    True
     """
 
     def __init__(self, values, probabilities, spikes=None):
         t = np.asarray(values, dtype=np.float64)
         p = np.asarray(probabilities, dtype=np.float64)
+        if t.ndim != 1 or t.size == 0 or p.shape != t.shape:
+            raise ValueError(f"probabilities: must be a 1-D array of the shape of values {t.shape}, got {p.shape}")
+        if not (np.isfinite(t).all() and np.isfinite(p).all()):
+            raise ValueError("values: the law's values and probabilities must be finite")
+        if (p < 0).any() or p.sum() <= 0:
+            raise ValueError("probabilities: must be >= 0 with a positive sum")
+        p = p / p.sum()
+        if spikes is not None and np.shape(spikes)[0] != t.size:
+            raise ValueError(f"spikes: needs one row per value ({t.size}), got shape {np.shape(spikes)}")
         keep = p > 0
         if spikes is not None:
             spikes = np.asarray(spikes, dtype=np.float64)
@@ -176,14 +177,14 @@ class WeightLaw:
         return c - law_sums(self.t, self.p, lam)[1]
 
     def edges(self, c):
-        """Bulk edges for aspect ratios c: ``Edges`` with lower/upper arrays."""
-        c = np.asarray(c, dtype=np.float64)
+        """Bulk edges for aspect ratios c = d/n (> 0): ``.edges``, ``.scales`` (…, 2) and ``.hard``."""
+        c = _check_c(c)
         out = [self._end(side).edge(c) for side in (-1, 1)]
         return _Edges(*(np.stack([lo, hi], axis=-1) for lo, hi in zip(*out)))
 
     def spikes_at(self, c):
         """Outliers at each end for aspect ratios c (1-D): positions, branch overlaps, directions."""
-        c = np.asarray(c, dtype=np.float64).reshape(-1)
+        c = _check_c(c).reshape(-1)
         return [self._end(side).spikes(c) for side in (1, -1)]
 
     def emergence(self):
@@ -192,7 +193,14 @@ class WeightLaw:
 
     def density(self, c, x):
         """Density of the bulk at the points x (Silverstein's equation)."""
-        return _density(self, float(c), np.asarray(x, dtype=np.float64))
+        return _density(self, float(_check_c(c)), np.asarray(x, dtype=np.float64))
+
+
+def _check_c(c):
+    c = np.asarray(c, dtype=np.float64)
+    if not (np.isfinite(c).all() and (c > 0).all()):
+        raise ValueError(f"c: the aspect ratio d/n must be finite and > 0, got {c!r}")
+    return c
 
 
 class _Edges:
@@ -500,12 +508,8 @@ def _density(law: WeightLaw, c: float, x: np.ndarray) -> np.ndarray:
     pt, pt2 = p * t, p * t * t
     rho = np.zeros(xs.size)
     lam = complex(lam_bar, math.sqrt(2.0 * max(hi_e - xs[0], 1e-300) / max(d2, 1e-300)))
-    for idx, xv in enumerate(xs):
-        if idx:
-            guess = lam
-        else:
-            guess = lam
-        lam = _newton_psi(t, pt, pt2, c, xv, guess)
+    for idx, xv in enumerate(xs):  # continuation: each root starts the next Newton solve
+        lam = _newton_psi(t, pt, pt2, c, xv, lam)
         if lam is None or lam.imag <= 0:
             lam = _fixed_point(t, p, c, xv)
         rho[idx] = max(lam.imag, 0.0) / (math.pi * c * abs(lam) ** 2) if lam is not None else 0.0
