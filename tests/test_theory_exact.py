@@ -271,23 +271,27 @@ def test_bulk_density_of_the_model():
 @pytest.mark.slow
 @pytest.mark.parametrize("alpha", [3.0, 10.0, 50.0])
 def test_outliers_overlaps_edges_against_the_spectrum(alpha):
-    """d = 400, m* = 8, γ = 1.2 (the issue's setting), 16 seeds: docs/theory.md §9 has the full tables.
+    """d = 400, m* = 8, γ = 1.2 (the issue's setting), 48 seeds: docs/theory.md §9 has the full tables.
 
-    Outliers k with q_k >= 0.5 within 3 % (2 % is met on average, the rest is seed noise at 16 seeds,
-    about 1 %), the oracle recovery (projector on the top predicted-count eigenvectors) within 0.04,
-    the lower edge within 0.1σ.
+    Each tolerance is the target plus three standard errors of the simulated mean (16 seeds give
+    1–2 % on the weaker outliers, so 2 % alone would test the seeds): outliers k with q_k >= 1/2
+    within 2 %, the subspace recovery (projector on the top predicted-count eigenvectors) of the
+    directions with q_k >= 1/2 within 0.03, the lower edge within 0.1σ.
     """
     d, m = 400, 8
     mdl = HMIModel(d, m, 1.2, link="he2_he4")
     p = T.predict(mdl, "saturating", alpha, d=d)
     k = int(p.n_components)
     tops, qs, lows = [], [], []
-    for seed in range(16):
-        ev, V, _ = _sim_model_spectrum(mdl, alpha, 200 + seed)
+    for seed in range(300, 348):
+        ev, V, _ = _sim_model_spectrum(mdl, alpha, seed)
         tops.append(ev[::-1][:k])
         qs.append((V[:m, ::-1][:, :k] ** 2).sum(axis=1))
         lows.append(ev[0])
+    se = lambda x: np.std(x, axis=0, ddof=1) / np.sqrt(len(x))  # noqa: E731
     strong = p.overlaps >= 0.5
-    np.testing.assert_allclose(np.mean(tops, axis=0)[strong[:k]], p.outliers[strong], rtol=0.03)
-    np.testing.assert_allclose(np.mean(qs, axis=0), p.overlaps, atol=0.04)
-    assert abs(np.mean(lows) - p.bulk_edges[0]) < 0.1 * p.sigma
+    sim, err = np.mean(tops, axis=0)[strong[:k]], se(np.array(tops))[strong[:k]]
+    np.testing.assert_array_less(np.abs(sim - p.outliers[strong]), 0.02 * np.abs(p.outliers[strong]) + 3 * err)
+    q, qerr = np.mean(qs, axis=0), se(np.array(qs))
+    np.testing.assert_array_less(np.abs(q - p.overlaps)[strong], 0.03 + 3 * qerr[strong])
+    assert abs(np.mean(lows) - p.bulk_edges[0]) < 0.1 * p.sigma + 3 * se(np.array(lows))
