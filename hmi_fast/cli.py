@@ -139,7 +139,7 @@ def _curve(args) -> int:
                       dtype=args.dtype, center=args.center)
     res = run_curve(cfg, args.out, workers=args.workers, progress=not args.no_progress, threads=args.threads)
     a, mean, se = mean_curve(res)
-    pred = mse_curve(cfg.model(args.seed), args.preprocess, a, centred=args.center)
+    pred = mse_curve(cfg.model(args.seed), args.preprocess, a, center=args.center)
     print(f"{'alpha':>10} {'MSE_gamma':>10} {'s.e.':>8} {'theory':>8}")
     for row in zip(a, mean, se, pred.mse):
         print(f"{row[0]:10.2f} {row[1]:10.4f} {row[2]:8.4f} {row[3]:8.4f}")
@@ -158,7 +158,7 @@ def _theory(args) -> int:
 
     model = HMIModel(max(args.m_star, 1), args.m_star, args.gamma, link=args.link, noise=args.noise)
     mo = moments(model, args.preprocess)
-    th = thresholds(model, args.preprocess, centred=args.center)
+    th = thresholds(model, args.preprocess, center=args.center)
     print(f"model: m*={args.m_star}, gamma={args.gamma}, link={args.link}, noise={args.noise}; "
           f"preprocess={args.preprocess}{' (centred)' if args.center else ''}")
     print(f"  E tau = {mo.mean:.5f} ± {mo.mean_se:.1e}, E tau^2 = {mo.second_moment:.5f}, Var tau = {mo.variance:.5f}")
@@ -168,7 +168,7 @@ def _theory(args) -> int:
     law = scaling_law(args.gamma, args.m_star)
     print(f"  scaling law: {law.description}")
     for alpha in _parse_alphas(args.alphas):
-        p = predict(model, args.preprocess, alpha, centred=args.center)
+        p = predict(model, args.preprocess, alpha, center=args.center)
         print(f"  alpha={alpha:g}: predicted k_hat={int(p.n_components)}, MSE_gamma={float(p.mse):.4f}, "
               f"bulk edges=({p.bulk_edges[0]:.4f}, {p.bulk_edges[1]:.4f})")
     return 0
