@@ -287,9 +287,9 @@ class SpectralAccumulator:
     shift : float or None
         The μ subtracted from the weights (with ``center=True``: the mean of τ
         over the rows seen; ``None`` before the first row).
-    weight_sketch : WeightSketch
-        Mergeable summary of the law of τ(y_i); :meth:`weight_law` gives the
-        law of the weights.
+    weight_sketch
+        The law of the weights (a view with ``.law()``), from a mergeable
+        fixed-size summary of τ(y_i) (:class:`hmi_fast._sketch.WeightSketch`).
     frame : LatentFrame or None
         Frame of the sums held (``None``: x).
 
@@ -324,7 +324,7 @@ class SpectralAccumulator:
         self._sx = np.zeros(self.d) if self.moments_kept else None
         self._swx = np.zeros(self.d) if self.moments_kept else None
         self._bound = 0.0  # bound on max |entry| of the sums (overflow watch)
-        self.weight_sketch = WeightSketch()
+        self._sketch = WeightSketch()
         self._buf = self._dest = self._scratch = None
 
     @property
@@ -359,10 +359,20 @@ class SpectralAccumulator:
             m2 = max(m2 - self._delta**2, 0.0)
         return m2
 
+    @property
+    def weight_sketch(self) -> "_WeightLaw":
+        """The law of the weights, for ``select_components(..., weights=acc.weight_sketch)``.
+
+        A live view: ``.law()`` returns ``(values, probabilities)`` of the
+        weights ``τ(y_i) − shift`` of the rows held at the time of the call;
+        ``.counts`` are the bin counts of the underlying :class:`WeightSketch` of τ.
+        """
+        return _WeightLaw(self)
+
     def weight_law(self):
         """``(values, probabilities)``: the law of the weights ``τ(y_i) − shift`` (from :attr:`weight_sketch`)."""
         with self._lock:
-            return self.weight_sketch.law(self.shift or 0.0)
+            return self._sketch.law(self.shift or 0.0)
 
     # ------------------------------------------------------------ internals
     def _buffers(self, rows: int):
@@ -457,7 +467,7 @@ class SpectralAccumulator:
     def _snapshot(self) -> dict:
         """Copies of every mutable field (restored when an update fails half-way)."""
         return {k: (v.copy(order="K") if isinstance(v, np.ndarray) else v) for k, v in self.__dict__.items()
-                if k not in ("_lock", "_buf", "_dest", "_scratch", "weight_sketch")}
+                if k not in ("_lock", "_buf", "_dest", "_scratch", "_sketch")}
 
     def _restore(self, snap: dict) -> None:
         self.__dict__.update(snap)
@@ -546,7 +556,7 @@ class SpectralAccumulator:
             self._base = base
             self._wsum += float(np.sum(w))
             self._w2sum += float(np.dot(w, w))
-            self.weight_sketch.add(w, base)
+            self._sketch.add(w, base)
             self.n += n
         return self
 
@@ -602,7 +612,7 @@ class SpectralAccumulator:
             self._wsum += src._wsum + d_base * src.n
             self._w2sum += src._w2sum + 2.0 * d_base * src._wsum + d_base**2 * src.n
             self._bound += src._bound
-            self.weight_sketch.merge(src.weight_sketch)
+            self._sketch.merge(src._sketch)
             self.n += src.n
         return self
 
@@ -671,7 +681,7 @@ class SpectralAccumulator:
                 "swx": np.zeros(0) if self._swx is None else self._swx.copy(),
                 "bound": self._bound,
             }
-            out.update(self.weight_sketch.state())
+            out.update(self._sketch.state())
             out["sketch_counts"] = out["sketch_counts"].copy()
             out["sketch_sums"] = out["sketch_sums"].copy()
         return out
@@ -719,7 +729,7 @@ class SpectralAccumulator:
             if self._sx is not None:
                 new._sx[...] = self._sx
                 new._swx[...] = self._swx
-            new.weight_sketch = self.weight_sketch.copy()
+            new._sketch = self._sketch.copy()
         return new
 
     def __reduce__(self):
@@ -734,6 +744,23 @@ class SpectralAccumulator:
 
 
 # ------------------------------------------------------------------ helpers
+class _WeightLaw:
+    """``acc.weight_sketch``: the law of an accumulator's weights, read when asked."""
+
+    def __init__(self, acc):
+        self._acc = acc
+
+    def law(self):
+        return self._acc.weight_law()
+
+    @property
+    def counts(self) -> np.ndarray:
+        return self._acc._sketch.counts
+
+    def __repr__(self) -> str:
+        return f"<law of the weights of {self._acc!r}>"
+
+
 def _check_frame(frame, d):
     from .model import LatentFrame
 
@@ -871,5 +898,5 @@ def _from_state(cls, state):
     if moments:
         acc._sx[...] = sx
         acc._swx[...] = swx
-    acc.weight_sketch = sketch
+    acc._sketch = sketch
     return acc
