@@ -233,9 +233,16 @@ def select_components(
     if not np.isfinite(ev).all():
         raise ValueError("eigenvalues: contain NaN or inf; pass finite eigenvalues")
     for name, v in (("d", d), ("n", n)):
-        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+            raise TypeError(f"{name}: must be a positive integer, got {v!r}")
+        if v < 1:
             raise ValueError(f"{name}: must be a positive integer, got {v!r}")
     d, n = int(d), int(n)
+    if ev.size > d:
+        raise ValueError(
+            f"eigenvalues: got {ev.size} of them, but a d x d matrix has only d={d}; pass the eigenvalues of T "
+            "(or the right d)"
+        )
     if rule not in RULES:
         raise ValueError(f"rule: must be one of {RULES}, got {rule!r}")
     if which not in WHICH:

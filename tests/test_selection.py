@@ -150,6 +150,7 @@ def test_threshold_and_margin(spectrum):
         (None, {"threshold": 0.0}, r"^threshold: must be > 0, got 0.0"),
         (None, {"margin": -0.1}, r"^margin: must be >= 0, got -0.1"),
         (None, {"which": "LA"}, r"^tau_sq_mean: the bulk centre and width cannot both be estimated from one end"),
+        (np.linspace(-1, 1, 50), {"d": 10}, r"^eigenvalues: got 50 of them, but a d x d matrix has only d=10"),
     ],
 )
 def test_validation(spectrum, ev, kwargs, match):
@@ -162,23 +163,20 @@ def test_validation(spectrum, ev, kwargs, match):
 
 def test_real_spectral_matrix_small():
     """On a real T (d = 300): the gap rule keeps directions that are recovered."""
-    from hmi_fast import HMIModel, SpectralAccumulator
+    from hmi_fast import HMIModel, accumulate
     from hmi_fast.eigen import topk_eigh
     from hmi_fast.metrics import recovery
 
     d, alpha = 300, 164
     model = HMIModel(d, m_star=20, gamma=1.3, link="he2_he4", seed=0)
-    acc = SpectralAccumulator(d)
     n = alpha * d
-    for lo in range(0, n, acc.block_size):
-        G, y = model.latent_rows(lo, min(n, lo + acc.block_size))
-        acc.update(G, y)
-    T = model.rotate(acc.finalize())
-    res = topk_eigh(T, 40, which="BE")
-    s = select_components(res.values, d=d, n=n, tau_mean=acc.weight_mean, tau_sq_mean=acc.weight_sq_mean)
-    assert s.n_components >= 2
-    q = recovery(res.vectors[:, s.index].T, model.W)
-    assert q[0] > 0.5 and q[1] > 0.5
+    acc = accumulate(model, n=n)
+    res = topk_eigh(acc.finalize(), 40, which="BE")
+    for kw in ({"tau_mean": acc.weight_mean, "tau_sq_mean": acc.weight_sq_mean}, {"weights": acc.weight_sketch}):
+        s = select_components(res.values, d=d, n=n, **kw)
+        assert s.n_components >= 2
+        q = recovery(res.vectors[:, s.index].T, model.W)
+        assert q[0] > 0.5 and q[1] > 0.5
 
 
 # ---------------------------------------------------------------- exact bulk from the weights
