@@ -178,6 +178,17 @@ def write_npz(path, **arrays) -> Path:
     return write_bytes(path, buf.getvalue())
 
 
+def write_csv(path, header, rows) -> Path:
+    """A CSV table (``header``, then ``rows``) written atomically."""
+    import csv
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    w.writerows(rows)
+    return write_text(path, buf.getvalue())
+
+
 def _jsonable(value):
     if isinstance(value, np.generic):
         return value.item()
@@ -281,7 +292,7 @@ def provenance(*, command: str | None = None, seeds=None, timings: dict | None =
         "blas": blas,
         "threads": {"numba": env["numba_threads"], "numba_threading_layer": env["numba_threading_layer"],
                     "blas": [b.get("num_threads") for b in blas], "cpu_count": env["cpu_count"]},
-        "environment": env,
+        "environment": {k: env[k] for k in ("machine", "omp_wait_policy", "gomp_spincount")},
     }
     if started is not None:
         out["timings_s"].setdefault("total", round(now - started, 3))

@@ -511,8 +511,12 @@ def plan(config: CurveConfig, out_dir) -> Plan:
     return Plan(config, [_survey(config, s, out) for s in config.seeds])
 
 
-def calibrate(config: CurveConfig, threads: int | None = None, seconds: float = 0.3) -> tuple[float, float]:
-    """Rows per second of the stream and seconds per analysis at this configuration, measured briefly."""
+def calibrate(config: CurveConfig, threads: int | None = None, seconds: float = 0.3,
+              analysis: bool = True) -> tuple[float, float]:
+    """Rows per second of the stream and seconds per analysis at this configuration, measured briefly.
+
+    ``analysis=False`` measures the stream only (the second number is then 0).
+    """
     model = config.model(config.seeds[0])
     with _config.threads(threads):
         acc = _new_accumulator(config)
@@ -524,6 +528,8 @@ def calibrate(config: CurveConfig, threads: int | None = None, seconds: float = 
         while acc.n < stop and (time.perf_counter() - t0 < seconds or acc.n - n0 < len(buf)):
             _advance(model, acc, min(stop, acc.n + len(buf)), buf)
         rate = (acc.n - n0) / max(time.perf_counter() - t0, 1e-9)
+        if not analysis:
+            return max(rate, 1.0), 0.0
         T = _T(model, acc)
         analyse(T, acc, model, config.per_end())  # compile or load the eigensolver
         t1 = time.perf_counter()
