@@ -316,7 +316,6 @@ def _figure(args) -> int:
 
 # ------------------------------------------------------------------ curve
 def _curve(args) -> int:
-    import numpy as np
 
     from . import _outputs
     from .experiments import CurveConfig, fit_slope, mean_curve, run_curve

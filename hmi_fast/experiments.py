@@ -35,21 +35,18 @@ the lock of the process that started them.
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import os
 import sys
 import time
 import warnings
-import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from . import _config, _outputs
+from . import _config, _outputs, _runfolder
 from ._validation import check_dtype, check_positive_int, check_real
 from .accumulator import SpectralAccumulator
 from .eigen import topk_eigh
@@ -228,151 +225,6 @@ def _through(model: HMIModel, acc: SpectralAccumulator, checkpoints, on_rows=Non
             yield n_j
 
 
-# ------------------------------------------------------------------ the files of one seed
-def _paths(out: Path, seed: int):
-    return out / "rows" / f"seed_{seed}.jsonl", out / "rows" / f"seed_{seed}.done", out / "state" / f"seed_{seed}.npz"
-
-
-def _rel(out: Path, path: Path) -> str:
-    return str(path.relative_to(out)) if path.is_relative_to(out) else str(path)
-
-
-def _row_check(row: dict) -> str:
-    body = {k: v for k, v in row.items() if k != "check"}
-    return f"{zlib.crc32(json.dumps(body, sort_keys=True).encode()):08x}"
-
-
-def _row_line(row: dict) -> str:
-    return json.dumps({**row, "check": _row_check(row)}) + "\n"
-
-
-def _read_rows(path: Path, seed: int, digest: str, checkpoints) -> tuple[dict, list[str], bool]:
-    """Valid rows of a rows file by n, the problems found (with the file's name), and whether to rewrite it."""
-    rows: dict[int, dict] = {}
-    problems: list[str] = []
-    if not path.exists():
-        return rows, problems, False
-    cps = set(checkpoints)
-    raw = path.read_bytes()
-    rewrite = bool(raw) and not raw.endswith(b"\n")
-    conflicts = set()
-    for i, line in enumerate(raw.decode("utf-8", errors="replace").splitlines(), start=1):
-        if not line.strip():
-            rewrite = True
-            continue
-        where = f"{path.name} line {i}"
-        try:
-            row = json.loads(line)
-            ok = isinstance(row, dict) and row.get("check") == _row_check(row)
-        except (json.JSONDecodeError, TypeError):
-            ok = False
-        if not ok:
-            problems.append(f"{where}: cut or damaged")
-        elif row.get("config") != digest:
-            problems.append(f"{where}: a row of another configuration")
-        elif row.get("seed") != seed or row.get("n") not in cps:
-            problems.append(f"{where}: not a checkpoint of seed {seed} in this configuration")
-        elif row["n"] in rows:
-            if rows[row["n"]] != row:
-                conflicts.add(row["n"])
-            problems.append(f"{where}: n={row['n']} written twice")
-            continue
-        else:
-            rows[row["n"]] = row
-            continue
-        rewrite = True
-    for n in sorted(conflicts):  # two different rows for one checkpoint: trust neither
-        rows.pop(n)
-        problems.append(f"{path.name}: the rows for n={n} disagree; recomputing it")
-    if problems:
-        rewrite = True
-    return rows, problems, rewrite
-
-
-def _state_digest(arrays: dict) -> str:
-    h = hashlib.sha256()
-    for k in sorted(arrays):
-        v = np.asarray(arrays[k])
-        h.update(f"{k}|{v.dtype.str}|{v.shape}|".encode())
-        h.update(np.ascontiguousarray(v).tobytes())
-    return h.hexdigest()
-
-
-def _save_state(acc: SpectralAccumulator, path: Path, config: CurveConfig, seed: int) -> None:
-    arrays = {k: np.asarray(v) for k, v in acc.state().items()}
-    arrays["_config"] = np.asarray(config.digest())
-    arrays["_seed"] = np.asarray(seed)
-    _outputs.write_npz(path, _check=np.asarray(_state_digest(arrays)), **arrays)
-
-
-def _load_state(path: Path, config: CurveConfig, seed: int) -> tuple[SpectralAccumulator | None, str | None]:
-    """The saved accumulator of a seed, or ``(None, problem)`` when the file is damaged or foreign."""
-    import zipfile
-
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
-        return None, f"{path.name}: unreadable ({type(exc).__name__}: {exc})"
-    check = arrays.pop("_check", None)
-    if check is None or str(check) != _state_digest(arrays):
-        return None, f"{path.name}: checksum mismatch (the file was altered or cut)"
-    if str(arrays.pop("_config")) != config.digest() or int(arrays.pop("_seed")) != seed:
-        return None, f"{path.name}: the state of another configuration or seed"
-    try:
-        acc = SpectralAccumulator.from_state(arrays)
-    except (ValueError, TypeError, KeyError) as exc:
-        return None, f"{path.name}: not a valid accumulator state ({exc})"
-    if acc.d != config.d or acc.dtype != np.dtype(config.dtype) or acc.n not in set(config.checkpoints()):
-        return None, f"{path.name}: does not match the run (d, dtype or row count)"
-    return acc, None
-
-
-@dataclass
-class _SeedStatus:
-    """What the files of one seed hold, and what resuming it needs."""
-
-    seed: int
-    rows: dict
-    missing: list
-    problems: list
-    rewrite: bool
-    done_marker: bool
-    acc: SpectralAccumulator | None
-
-    @property
-    def start(self) -> int:
-        return 0 if self.acc is None else self.acc.n
-
-
-def _survey(config: CurveConfig, seed: int, out: Path) -> _SeedStatus:
-    rows_path, done_path, state_path = _paths(out, seed)
-    cps = config.checkpoints()
-    rows, problems, rewrite = _read_rows(rows_path, seed, config.digest(), cps)
-    problems = [f"rows/{p}" for p in problems]
-    missing = [n for n in cps if n not in rows]
-    done = done_path.exists()
-    if missing and not rows_path.exists() and (done or state_path.exists()):
-        problems.append(f"{_rel(out, rows_path)}: missing")
-    if missing and done:
-        problems.append(f"{_rel(out, done_path)}: marks seed {seed} finished but rows for "
-                        f"n={', '.join(map(str, missing))} are missing")
-    acc = None
-    if missing and state_path.exists():
-        acc, problem = _load_state(state_path, config, seed)
-        if problem:
-            problems.append(f"state/{problem}")
-        elif acc.n > missing[0]:
-            problems.append(f"{_rel(out, state_path)}: is past the missing row n={missing[0]}; "
-                            f"seed {seed} restarts from its first row")
-            acc = None
-    return _SeedStatus(seed, rows, missing, problems, rewrite, done, acc)
-
-
-def _rewrite_rows(path: Path, rows: dict) -> None:
-    _outputs.write_text(path, "".join(_row_line(rows[n]) for n in sorted(rows)))
-
-
 def run_seed(config: CurveConfig, seed: int, out_dir, threads: int | None = None, on_rows=None) -> dict:
     """Run, resume or repair one seed of a run folder; returns what was done and its timings.
 
@@ -381,11 +233,11 @@ def run_seed(config: CurveConfig, seed: int, out_dir, threads: int | None = None
     """
     out = Path(out_dir)
     t_start = time.perf_counter()
-    st = _survey(config, seed, out)
-    rows_path, done_path, state_path = _paths(out, seed)
+    st = _runfolder.survey(config, seed, out)
+    rows_path, done_path, state_path = _runfolder.paths(out, seed)
     report = {"seed": seed, "problems": st.problems, "resumed_from": st.start, "computed": []}
     if st.rewrite:
-        _rewrite_rows(rows_path, st.rows)
+        _runfolder.rewrite_rows(rows_path, st.rows)
     if not st.missing:
         if not st.done_marker:
             _outputs.write_json(done_path, {"seed": seed, "note": "marker written on resume; timings not kept"})
@@ -406,12 +258,12 @@ def run_seed(config: CurveConfig, seed: int, out_dir, threads: int | None = None
                 res = analyse(_T(model, acc), acc, model, per_end)
                 res.update(seed=seed, n=n_j, alpha=n_j / model.d, config=config.digest())
                 with open(rows_path, "a") as f:
-                    f.write(_row_line(res))
+                    f.write(_runfolder.row_line(res))
                     f.flush()
                     os.fsync(f.fileno())
                 report["computed"].append(n_j)
             if st.start < n_j < last:
-                _save_state(acc, state_path, config, seed)
+                _runfolder.save_state(acc, state_path, config, seed)
             t2 = time.perf_counter()
             timings["stream_s"] += t1 - t0
             timings["analysis_s"] += t2 - t1
@@ -508,7 +360,7 @@ def _seed_list(seeds) -> str:
 def plan(config: CurveConfig, out_dir) -> Plan:
     """What :func:`run_curve` would do in ``out_dir`` now (reads the folder, writes nothing)."""
     out = Path(out_dir)
-    return Plan(config, [_survey(config, s, out) for s in config.seeds])
+    return Plan(config, [_runfolder.survey(config, s, out) for s in config.seeds])
 
 
 def calibrate(config: CurveConfig, threads: int | None = None, seconds: float = 0.3,
@@ -546,26 +398,9 @@ def format_seconds(s: float) -> str:
     return f"{s / 3600:.1f} h"
 
 
-def _load_config(out: Path) -> dict | None:
-    path = out / "config.json"
-    if not path.exists():
-        return None
-    try:
-        old = json.loads(path.read_text())
-        if not isinstance(old, dict):
-            raise ValueError("not a JSON object")
-        return old
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError(
-            f"{path}: damaged ({exc}); it records the settings of the run in {out}. If that run used these "
-            f"settings, delete {path.name} and rerun (rows of other settings are then refused); otherwise "
-            "use another output folder"
-        ) from None
-
-
 def _check_config(out: Path, config: CurveConfig) -> None:
     key = config.key()
-    old = _load_config(out)
+    old = _runfolder.load_config(out)
     if old is None:
         _outputs.write_json(out / "config.json", key)
     elif old != key:
@@ -682,7 +517,7 @@ def run_curve(config: CurveConfig, out_dir, *, workers: int = 1, progress: bool 
                 pool.join()
             if bar is not None:
                 bar.close()
-            done = sum(_paths(out, s)[1].exists() for s in config.seeds)
+            done = sum(_runfolder.paths(out, s)[1].exists() for s in config.seeds)
             raise RunInterrupted(f"interrupted; rerun the same command to resume from seed "
                                  f"{min(done + 1, len(config.seeds))}/{len(config.seeds)}",
                                  done, len(config.seeds)) from None
@@ -708,7 +543,7 @@ def collect(out_dir, seeds=None) -> CurveResult:
     ``seeds`` defaults to every seed with files in the folder.
     """
     out = Path(out_dir)
-    key = _load_config(out)
+    key = _runfolder.load_config(out)
     if key is None:
         raise ValueError(f"out_dir: {out} has no config.json; it is not a learning-curve run folder")
     config = CurveConfig(**{**key, "alphas": tuple(key["alphas"]), "seeds": (0,)})
@@ -723,11 +558,11 @@ def collect(out_dir, seeds=None) -> CurveResult:
     cps = config.checkpoints()
     problems, rows = [], []
     for s in seeds:
-        path = _paths(out, s)[0]
+        path = _runfolder.paths(out, s)[0]
         if not path.exists():
             problems.append(f"rows/{path.name}: missing")
             continue
-        got, bad, _ = _read_rows(path, s, config.digest(), cps)
+        got, bad, _ = _runfolder.read_rows(path, s, config.digest(), cps)
         problems += [f"rows/{p}" for p in bad]
         missing = [n for n in cps if n not in got]
         if missing:
@@ -736,19 +571,10 @@ def collect(out_dir, seeds=None) -> CurveResult:
     if problems:
         raise ValueError(f"out_dir: {out} is incomplete or damaged: " + "; ".join(problems)
                          + ". Rerun the same command to recompute what is missing")
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(CURVE_COLUMNS)
-    for r in rows:
-        w.writerow([r[c] for c in CURVE_COLUMNS])
-    _outputs.write_text(out / "curve.csv", buf.getvalue())
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(RECOVERY_COLUMNS)
-    for r in rows:
-        for k, (q, qe, qt) in enumerate(zip(r["q"], r["q_edge"], r["q_top_m"]), start=1):
-            w.writerow([r["seed"], r["alpha"], r["n"], k, q, qe, qt])
-    _outputs.write_text(out / "recovery.csv", buf.getvalue())
+    _outputs.write_csv(out / "curve.csv", CURVE_COLUMNS, [[r[c] for c in CURVE_COLUMNS] for r in rows])
+    _outputs.write_csv(out / "recovery.csv", RECOVERY_COLUMNS,
+                       [[r["seed"], r["alpha"], r["n"], k, q, qe, qt] for r in rows
+                        for k, (q, qe, qt) in enumerate(zip(r["q"], r["q_edge"], r["q_top_m"]), start=1)])
     return CurveResult(out, rows)
 
 
@@ -768,7 +594,7 @@ def _write_meta(out: Path, config: CurveConfig, result: CurveResult, started: fl
     seeds = {}
     for s in config.seeds:
         try:
-            seeds[str(s)] = json.loads(_paths(out, s)[1].read_text())
+            seeds[str(s)] = json.loads(_runfolder.paths(out, s)[1].read_text())
         except (OSError, ValueError):
             seeds[str(s)] = {"seed": s, "note": "no timing record"}
     _outputs.write_json(path, {"config": json.loads(json.dumps(asdict(config))), "provenance": prov,

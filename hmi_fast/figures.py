@@ -17,7 +17,6 @@ stderr. One process writes into ``OUT`` at a time.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 
