@@ -290,8 +290,11 @@ def _figure(args) -> int:
         args.parser.error(f"argument --max-components: only figure 3 takes it (figure {args.which} does not)")
     _out_folder(args)
     seeds = None if args.seeds is None else range(args.seeds)
+    # --quick runs small problems on one thread unless told otherwise: on a 2-core machine shared with other
+    # work, a second thread was measured 1.5-10x slower there (docs/figures.md)
+    threads = args.threads if args.threads is not None or not args.quick else 1
     common = dict(quick=args.quick, progress=not args.no_progress, log=_log, command=args.command)
-    engine = dict(dtype=args.dtype, threads=args.threads)
+    engine = dict(dtype=args.dtype, threads=threads)
     if args.which == "1":
         summary = figures.figure1(args.out, seeds=seeds, workers=args.workers, **engine, **common)
     elif args.which == "2":
@@ -305,7 +308,7 @@ def _figure(args) -> int:
         from . import network_figures
         from ._config import threads as thread_limit
 
-        with thread_limit(args.threads):
+        with thread_limit(threads):
             if args.which == "risk":
                 summary = network_figures.figure_risk(args.out, seeds=seeds, **common)
             else:
@@ -436,7 +439,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fig.add_argument("which", choices=FIGURES, help="which figure")
     fig.add_argument("--quick", action="store_true",
-                     help="smaller d and fewer seeds: each figure in well under a minute (docs/figures.md)")
+                     help="smaller d and fewer seeds, one thread unless --threads is given: each figure in under "
+                     "a minute on a shared 2-core machine (docs/figures.md)")
     fig.add_argument("--out", default="hmi_fast_out", help="output folder (default ./hmi_fast_out)")
     fig.add_argument("--seeds", type=_positive_int, default=None, metavar="N",
                      help="number of seeds, 0..N-1, for figures 1, thresholds and risk (default: 70, 10, 10; "

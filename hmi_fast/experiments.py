@@ -418,7 +418,14 @@ def _worker_init() -> None:
 
 
 def _run_seed_args(args):
-    return run_seed(*args)
+    """One seed in a worker process; it stops if the coordinating process (holder of the lock) is gone."""
+    config, seed, out, threads, parent = args
+
+    def parent_alive(_rows):
+        if os.getppid() != parent:
+            raise SystemExit(f"seed {seed}: the coordinating process {parent} is gone; stopping")
+
+    return run_seed(config, seed, out, threads, parent_alive)
 
 
 def run_curve(config: CurveConfig, out_dir, *, workers: int = 1, progress: bool = True, threads: int | None = None,
@@ -504,7 +511,7 @@ def run_curve(config: CurveConfig, out_dir, *, workers: int = 1, progress: bool 
 
                 per = threads or max(1, (os.cpu_count() or 1) // workers)
                 pool = mp.get_context("spawn").Pool(min(workers, len(todo)), initializer=_worker_init)
-                for t in pool.imap_unordered(_run_seed_args, [(config, s, str(out), per) for s in todo]):
+                for t in pool.imap_unordered(_run_seed_args, [(config, s, str(out), per, os.getpid()) for s in todo]):
                     timings.append(t)
                     if bar is not None:
                         bar.update(1)
