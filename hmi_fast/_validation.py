@@ -235,14 +235,3 @@ def check_finite(X, name: str, row0: int = 0, fix: str = "remove or impute them"
         row = first_nonfinite_row(X)
         what = "entry" if X.ndim == 1 else "row"
         raise ValueError(f"{name}: {what} {row0 + row} contains NaN or inf; {fix}")
-
-
-def check_real(value, name: str, *, low: float | None = None, low_open: bool = False) -> float:
-    """A finite real number (not a bool), at least ``low`` (above it with ``low_open``); returned as float."""
-    bound = "" if low is None else f" {'>' if low_open else '>='} {low:g}"
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name}: must be a finite number{bound}, got {value!r}")
-    value = float(value)
-    if not np.isfinite(value) or (low is not None and (value <= low if low_open else value < low)):
-        raise ValueError(f"{name}: must be a finite number{bound}, got {value!r}")
-    return value

@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from . import _config, _outputs, _runfolder
-from ._validation import check_dtype, check_positive_int, check_real
+from ._validation import check_bool, check_dtype, check_finite_float, check_positive_int
 from .accumulator import SpectralAccumulator
 from .eigen import topk_eigh
 from .metrics import matrix_mse, recovery
@@ -92,11 +92,11 @@ class CurveConfig:
         set_ = object.__setattr__
         set_(self, "d", d)
         set_(self, "m_star", m)
-        set_(self, "gamma", check_real(self.gamma, "gamma"))
-        set_(self, "noise", check_real(self.noise, "noise", low=0.0))
-        if not isinstance(self.center, (bool, np.bool_)):
-            raise TypeError(f"center: must be True or False, got {self.center!r}")
-        set_(self, "center", bool(self.center))
+        set_(self, "gamma", check_finite_float(self.gamma, "gamma"))
+        set_(self, "noise", check_finite_float(self.noise, "noise"))
+        if self.noise < 0:
+            raise ValueError(f"noise: the variance must be >= 0, got {self.noise!r}")
+        set_(self, "center", check_bool(self.center, "center"))
         set_(self, "alphas", check_alphas(self.alphas, d))
         if isinstance(self.seeds, (int, np.integer)) or not len(tuple(self.seeds)):
             raise TypeError(f"seeds: must be a non-empty sequence of integers >= 0, got {self.seeds!r}")
@@ -137,7 +137,7 @@ def check_alphas(alphas, d: int) -> tuple:
     """α values as a tuple of floats, each finite and > 0, giving distinct ``n = round(α·d)`` in [1, 2**53]."""
     if isinstance(alphas, (str, bytes)) or not hasattr(alphas, "__len__") or not len(alphas):
         raise TypeError(f"alphas: must be a non-empty sequence of numbers > 0, got {alphas!r}")
-    out = tuple(check_real(a, "alphas", low=0.0, low_open=True) for a in alphas)
+    out = tuple(check_finite_float(a, "alphas", positive=True) for a in alphas)
     seen: dict[int, float] = {}
     for a in out:
         n = round(a * d)

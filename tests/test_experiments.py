@@ -241,9 +241,9 @@ def test_corrupt_config_json_names_the_file_and_the_fix(clean_run, tmp_path):
 
 
 def test_curve_config_checks_its_fields():
-    with pytest.raises(ValueError, match=r"alphas: must be a finite number > 0, got inf"):
+    with pytest.raises(ValueError, match=r"alphas: must be a positive finite number, got inf"):
         CurveConfig(d=10, alphas=(1.0, float("inf")), seeds=(0,), m_star=2)
-    with pytest.raises(ValueError, match=r"alphas: must be a finite number > 0, got -5.0"):
+    with pytest.raises(ValueError, match=r"alphas: must be a positive finite number, got -5.0"):
         CurveConfig(d=10, alphas=(-5,), seeds=(0,), m_star=2)
     with pytest.raises(ValueError, match=r"alphas: 0.01 gives n = alpha\*d = 0.1 < 1 row at d=10; use alpha >= 0.1"):
         CurveConfig(d=10, alphas=(0.01,), seeds=(0,), m_star=2)
