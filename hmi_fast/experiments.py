@@ -547,7 +547,8 @@ def collect(out_dir, seeds=None) -> CurveResult:
     Every (seed, checkpoint) must be present exactly once with a valid
     checksum; otherwise ``ValueError`` lists what is missing or damaged, by
     file, and nothing is written (rerun the same command to repair).
-    ``seeds`` defaults to every seed with files in the folder.
+    ``seeds`` defaults to every seed with files in the folder or recorded
+    in its ``meta.json``.
     """
     out = Path(out_dir)
     key = _runfolder.load_config(out)
@@ -561,6 +562,10 @@ def collect(out_dir, seeds=None) -> CurveResult:
                 stem = p.name.split(".")[0].split("_")[1]
                 if stem.isdigit():
                     found.add(int(stem))
+        try:  # seeds a previous run recorded, even if all their files are gone
+            found |= {int(k) for k in json.loads((out / "meta.json").read_text()).get("seeds", {})}
+        except (OSError, ValueError, TypeError, AttributeError):
+            pass
         seeds = sorted(found)
     cps = config.checkpoints()
     problems, rows = [], []

@@ -230,6 +230,10 @@ def test_collect_verifies_every_seed_and_checkpoint(clean_run, tmp_path):
         collect(out, CFG.seeds)
     with pytest.raises(ValueError, match=r"rows/seed_7.jsonl: missing"):
         collect(out, (0, 7))
+    for p in (out / "rows").glob("seed_2.*"):  # every file of seed 2 gone: meta.json still knows it
+        p.unlink()
+    with pytest.raises(ValueError, match=r"rows/seed_2.jsonl: missing"):
+        collect(out)
 
 
 def test_corrupt_config_json_names_the_file_and_the_fix(clean_run, tmp_path):
