@@ -17,7 +17,6 @@ stderr. One process writes into ``OUT`` at a time.
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from . import _outputs, theory
@@ -39,14 +38,19 @@ from .model import HMIModel
 FIG2_ALPHAS = (5.0, 164.0, 611.0, 1638.0)
 FIG1_LINKS = ("he2", "he2_he4", "abs", "relu")
 
+
+def _grid(lo: float, hi: float, num: int) -> tuple:
+    return tuple(float(round(a, 4)) for a in np.geomspace(lo, hi, num))
+
+
 #: Sizes of each figure, full (the paper's) and quick.
 SIZES = {
-    "fig1": {"full": dict(d=1000, seeds=70, alphas=tuple(np.geomspace(2, 2000, 16).round(4))),
-             "quick": dict(d=100, seeds=4, alphas=tuple(np.geomspace(2, 2000, 13).round(4)))},
+    "fig1": {"full": dict(d=1000, seeds=70, alphas=_grid(2, 2000, 16)),
+             "quick": dict(d=100, seeds=4, alphas=_grid(2, 2000, 13))},
     "fig2": {"full": dict(d=1000), "quick": dict(d=200)},
     "fig3": {"full": dict(d=1000), "quick": dict(d=200)},
-    "thresholds": {"full": dict(d=1000, seeds=10, m_star=8, alphas=tuple(np.geomspace(2, 3000, 32).round(4))),
-                   "quick": dict(d=150, seeds=4, m_star=6, alphas=tuple(np.geomspace(2, 3000, 20).round(4)))},
+    "thresholds": {"full": dict(d=1000, seeds=10, m_star=8, alphas=_grid(2, 3000, 32)),
+                   "quick": dict(d=150, seeds=4, m_star=6, alphas=_grid(2, 3000, 20))},
 }
 
 
