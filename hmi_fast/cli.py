@@ -10,7 +10,6 @@ and the full summary (with its provenance record) to a JSON file.
 from __future__ import annotations
 
 import argparse
-import inspect
 import math
 import shlex
 import sys
@@ -169,11 +168,6 @@ def _g(x, digits=4) -> str:
 def _files(summary: dict) -> str:
     f = summary["files"]
     return "files: " + ", ".join([f["figure"], *f["data"], f["summary"]])
-
-
-def _center_kw(func, center: bool) -> dict:
-    """The weight-centring keyword of a theory function (``center`` by the package convention)."""
-    return {"center" if "center" in inspect.signature(func).parameters else "centred": center}
 
 
 # ------------------------------------------------------------------ demo
@@ -336,7 +330,7 @@ def _curve(args) -> int:
     res = run_curve(cfg, args.out, workers=args.workers, progress=not args.no_progress, threads=args.threads,
                     desc="curve, seeds", log=_log, command=args.command)
     a, mean, se = mean_curve(res)
-    pred = mse_curve(cfg.model(args.seed), args.preprocess, a, **_center_kw(mse_curve, args.center))
+    pred = mse_curve(cfg.model(args.seed), args.preprocess, a, center=args.center)
     law = scaling_law(args.gamma, args.m_star)
     th = pred.thresholds.alpha
     lo, hi = 2 * th[0], min(th[-1], a[-1])
@@ -364,7 +358,7 @@ def _theory(args) -> int:
 
     model = HMIModel(max(args.m_star, 1), args.m_star, args.gamma, link=args.link, noise=args.noise)
     mo = moments(model, args.preprocess)
-    th = thresholds(model, args.preprocess, **_center_kw(thresholds, args.center))
+    th = thresholds(model, args.preprocess, center=args.center)
     print(f"model: m*={args.m_star}, gamma={args.gamma}, link={args.link}, noise={args.noise}; "
           f"preprocess={args.preprocess}{' (centered)' if args.center else ''}")
     print(f"  E tau = {mo.mean:.5f} ± {mo.mean_se:.1e}, E tau^2 = {mo.second_moment:.5f}, Var tau = {mo.variance:.5f}")
@@ -374,7 +368,7 @@ def _theory(args) -> int:
     law = scaling_law(args.gamma, args.m_star)
     print(f"  scaling law: {law.description}")
     for alpha in args.alphas:
-        p = predict(model, args.preprocess, alpha, **_center_kw(predict, args.center))
+        p = predict(model, args.preprocess, alpha, center=args.center)
         print(f"  alpha={alpha:g}: predicted k_hat={int(p.n_components)}, MSE_gamma={float(p.mse):.4f}, "
               f"bulk edges=({p.bulk_edges[0]:.4f}, {p.bulk_edges[1]:.4f})")
     return 0

@@ -35,6 +35,10 @@ from .experiments import (
 )
 from .model import HMIModel
 
+#: The theory drawn on the figures: the large-α formulas their labels describe (``theory.predict``'s
+#: ``regime``); the exact finite-α overlays replace them with their own labels.
+THEORY_REGIME = "large_alpha"
+
 FIG2_ALPHAS = (5.0, 164.0, 611.0, 1638.0)
 FIG1_LINKS = ("he2", "he2_he4", "abs", "relu")
 
@@ -130,7 +134,7 @@ def figure1(out_dir, *, quick=False, seeds=None, links=FIG1_LINKS, workers=1, dt
         for i, (link, res) in enumerate(results.items()):
             cfg = configs[link]
             alphas, mean, se = mean_curve(res)
-            pred = theory.mse_curve(cfg.model(0), "saturating", alphas)
+            pred = theory.mse_curve(cfg.model(0), "saturating", alphas, regime=THEORY_REGIME)
             th = pred.thresholds.alpha
             # discovery regime: between the first and the last threshold crossed on the grid
             lo, hi = th[0] * 2, min(th[-1], alphas[-1])
@@ -185,7 +189,7 @@ def figure2(out_dir, *, quick=False, seed=0, dtype="float64", threads=None, alph
         data = {}
         crowded, merged = [], []
         for ax, (alpha, ev) in zip(axes.ravel(), sorted(spec.items())):
-            pred = theory.predict(model, "saturating", alpha)
+            pred = theory.predict(model, "saturating", alpha, regime=THEORY_REGIME)
             lo, hi = pred.bulk_edges
             ax.hist(ev, bins=80, density=True, color="0.55")
             for e in (lo, hi):
@@ -274,7 +278,7 @@ def figure3(out_dir, *, quick=False, seed=0, dtype="float64", threads=None, alph
                                      tau_mean=acc.weight_mean, tau_sq_mean=acc.weight_sq_mean)
         q = recovery(res.vectors[:, sel.index].T, model.W)
         q_all = recovery(res.vectors[:, : model.m_star].T, model.W)
-        pred = theory.predict(model, "saturating", alpha)
+        pred = theory.predict(model, "saturating", alpha, regime=THEORY_REGIME)
         ev = res.values
         gaps = ev[:-1] - ev[1:]
         fig, (a1, a2) = _plt().subplots(1, 2, figsize=(10, 4))
@@ -327,7 +331,7 @@ def figure_thresholds(out_dir, *, quick=False, seeds=None, workers=1, dtype="flo
                             desc="thresholds, he2_he4", log=log, announce=False, command=command)
         level = 0.5
         mean, se, count = empirical_thresholds(res, level)
-        pred = theory.thresholds(cfg.model(0), "saturating")
+        pred = theory.thresholds(cfg.model(0), "saturating", regime=THEORY_REGIME)
         crossing = pred.alpha / (1.0 - level)  # large-α theory: q_k = 1 − α_k/α reaches the level here
         k = np.arange(1, cfg.m_star + 1)
         fig, ax = _plt().subplots(figsize=(5.6, 4.2))

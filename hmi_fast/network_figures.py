@@ -10,7 +10,6 @@ gives the measured times); ``log`` receives the plan with an estimated time,
 
 from __future__ import annotations
 
-import inspect
 import sys
 import time
 
@@ -19,7 +18,9 @@ import numpy as np
 from . import _outputs, theory
 from ._plotting import FigureRun, plt as _plt
 from .model import HMIModel
-from .network import SpectralTwoLayer, excess_risk, gd_first_layer, random_directions
+from .figures import THEORY_REGIME
+from .gd import gd_first_layer
+from .network import SpectralTwoLayer, excess_risk, random_directions
 
 RISK_COLUMNS = ("seed", "alpha", "n", "k_hat", "mse_gamma", "mse_gamma_theory", "risk_spectral", "risk_oracle",
                 "risk_random_features", "target_variance")
@@ -32,11 +33,6 @@ SIZES = {
                            n_test=10_000)},
     "gd": {"full": dict(d=1000, alpha=100.0, steps=900), "quick": dict(d=150, alpha=50.0, steps=500)},
 }
-
-
-def _seeded(cls, seed) -> dict:
-    """The seed keyword of an estimator class (``random_state`` by the package convention, else ``seed``)."""
-    return {"random_state" if "random_state" in inspect.signature(cls).parameters else "seed": seed}
 
 
 def _mse_gamma(components: np.ndarray, model: HMIModel) -> float:
@@ -59,7 +55,7 @@ def _risk_instance(model, alpha, d, m_star, split, hermite_degree, p_rf, n_test,
     n = max(2, int(round(alpha * d)))
     spectral = SpectralEstimator(max_components=min(m_star + 10, d // 2), random_state=seed)
     net = SpectralTwoLayer(readout="hermite", hermite_degree=hermite_degree, split=split, spectral=spectral,
-                           **_seeded(SpectralTwoLayer, seed)).fit_stream(model, n=n)
+                           random_state=seed).fit_stream(model, n=n)
     oracle = SpectralTwoLayer(readout="hermite", hermite_degree=hermite_degree, split=split,
                               spectral=model.W).fit_stream(model, n=n)
     rf = SpectralTwoLayer(readout="ridge", activation="relu", split=split,
@@ -115,7 +111,7 @@ def figure_risk(out_dir, *, quick=False, seeds=None, d=None, m_star=None, gamma=
 
     with _outputs.exclusive(_outputs.check_output_folder(run.out)):
         th_model = HMIModel(d, m_star, gamma, link=link, noise=noise, seed=0)
-        curve = theory.mse_curve(th_model, "saturating", split * alphas)
+        curve = theory.mse_curve(th_model, "saturating", split * alphas, regime=THEORY_REGIME)
         thresholds = curve.thresholds.alpha
         p_rf = m_star * hermite_degree
         todo = [(seed, i) for seed in seeds for i in range(len(alphas))]
