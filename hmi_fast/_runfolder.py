@@ -116,6 +116,8 @@ def load_state(path: Path, config, seed: int) -> tuple[SpectralAccumulator | Non
         return None, f"{path.name}: not a valid accumulator state ({exc})"
     if acc.d != config.d or acc.dtype != np.dtype(config.dtype) or acc.n not in set(config.checkpoints()):
         return None, f"{path.name}: does not match the run (d, dtype or row count)"
+    if acc.frame != config.model(seed).frame:  # the stream's sums are kept in the model's latent frame
+        return None, f"{path.name}: its sums are not in the frame of this seed's stream"
     return acc, None
 
 

@@ -49,6 +49,7 @@ import numpy as np
 from . import _config, _outputs, _runfolder
 from ._validation import check_bool, check_dtype, check_finite_float, check_positive_int
 from .accumulator import SpectralAccumulator
+from .engine import accumulate, iter_accumulate
 from .eigen import topk_eigh
 from .metrics import matrix_mse, recovery
 from .model import HMIModel
@@ -162,11 +163,8 @@ def analyse(T: np.ndarray, acc: SpectralAccumulator, model: HMIModel, per_end: i
     else:
         values, vectors = np.linalg.eigh(T)
     sel = {}
-    for rule in ("gap", "edge"):
-        sel[rule] = select_components(
-            values, d=d, n=acc.n, rule=rule, which="BE",
-            tau_mean=acc.weight_mean, tau_sq_mean=acc.weight_sq_mean,
-        )
+    for rule in ("gap", "edge"):  # the bulk of this data's own weight law (docs/selection.md)
+        sel[rule] = select_components(values, d=d, n=acc.n, rule=rule, which="BE", weights=acc.weight_sketch)
     out = {}
     for rule, s in sel.items():
         W_hat = vectors[:, s.index].T
@@ -195,34 +193,27 @@ def _new_accumulator(config: CurveConfig) -> SpectralAccumulator:
                                block_size=config.block_size)
 
 
-def _advance(model: HMIModel, acc: SpectralAccumulator, stop: int, buf: np.ndarray, on_rows=None) -> None:
-    """Stream rows ``acc.n .. stop`` of the model into ``acc`` (latent frame; T is ``_T(model, acc)``).
-
-    ``on_rows(k)`` is told of every ``k`` rows added (progress bars).
-    """
-    bs = len(buf)
-    row = acc.n
-    while row < stop:
-        hi = min(stop, row + bs)
-        G, yb = model.latent_rows(row, hi, out=buf[: hi - row])
-        acc.update(G, yb)
-        if on_rows is not None:
-            on_rows(hi - row)
-        row = hi
+def _advance(model: HMIModel, acc: SpectralAccumulator, stop: int, on_rows=None) -> None:
+    """Stream rows ``acc.n .. stop`` of the model into ``acc`` through the engine (latent frame, carried by acc)."""
+    if stop > acc.n:
+        accumulate(model, n=stop - acc.n, start=acc.n, accumulator=acc, on_rows=on_rows)
 
 
 def _T(model: HMIModel, acc: SpectralAccumulator) -> np.ndarray:
-    """T in the x frame from an accumulator fed by :func:`_advance`."""
-    return model.rotate(acc.finalize())
+    """T of x (the accumulator knows its frame)."""
+    return acc.finalize()
 
 
 def _through(model: HMIModel, acc: SpectralAccumulator, checkpoints, on_rows=None):
-    """Stream ``model`` into ``acc`` and yield each checkpoint not behind ``acc.n`` once it is reached."""
-    buf = np.empty((acc.block_size, model.d), dtype=acc.dtype)
-    for n_j in checkpoints:
-        if n_j >= acc.n:
-            _advance(model, acc, n_j, buf, on_rows)
-            yield n_j
+    """Stream ``model`` into ``acc`` (one engine pass) and yield each checkpoint not behind ``acc.n`` once reached."""
+    cps = sorted(c for c in checkpoints if c >= acc.n)
+    if cps and cps[0] == acc.n:
+        yield cps.pop(0)
+    if not cps:
+        return
+    for n_j, _ in iter_accumulate(model, n=cps[-1] - acc.n, start=acc.n, accumulator=acc, checkpoints=cps,
+                                  on_rows=on_rows):
+        yield n_j
 
 
 def run_seed(config: CurveConfig, seed: int, out_dir, threads: int | None = None, on_rows=None) -> dict:
@@ -372,13 +363,12 @@ def calibrate(config: CurveConfig, threads: int | None = None, seconds: float = 
     model = config.model(config.seeds[0])
     with _config.threads(threads):
         acc = _new_accumulator(config)
-        buf = np.empty((min(acc.block_size, 1024), config.d), dtype=acc.dtype)
         stop = config.checkpoints()[-1]
-        _advance(model, acc, min(64, stop), buf)  # compile or load the kernels
+        _advance(model, acc, min(64, stop))  # compile or load the kernels
         n0, t0 = acc.n, time.perf_counter()
-        buf = np.empty((acc.block_size, config.d), dtype=acc.dtype)
-        while acc.n < stop and (time.perf_counter() - t0 < seconds or acc.n - n0 < len(buf)):
-            _advance(model, acc, min(stop, acc.n + len(buf)), buf)
+        bs = acc.block_size
+        while acc.n < stop and (time.perf_counter() - t0 < seconds or acc.n - n0 < bs):
+            _advance(model, acc, min(stop, acc.n + bs))
         rate = (acc.n - n0) / max(time.perf_counter() - t0, 1e-9)
         if not analysis:
             return max(rate, 1.0), 0.0
