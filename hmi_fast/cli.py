@@ -187,11 +187,13 @@ def _demo(args) -> int:
                           f"use alpha between {1 / args.d:.3g} and {MAX_ROWS / args.d:.3g}")
     model = HMIModel(args.d, args.m_star, args.gamma, link=args.link, seed=args.seed)
     per_end = max(1, min(args.m_star + 10, args.d // 2))
+    args.dtype = args.dtype or "float64"
     print(f"hmi-fast demo ({version_string()}): {model}")
     print(f"  n = {n:,} samples (alpha = n/d = {args.alpha:g}), preprocess = {args.preprocess}, dtype = {args.dtype}")
     with threads(args.threads):
         t0 = time.perf_counter()
-        accumulate(HMIModel(8, 1, 1.0), n=64)  # compile (or load from the cache)
+        # compile (or load from the cache) the kernels of this dtype and τ, so the stage below times the work only
+        accumulate(HMIModel(8, 1, 1.0), n=64, preprocess=args.preprocess, dtype=np.dtype(args.dtype))
         t1 = time.perf_counter()
         _log(f"streaming {n:,} rows ...")
         acc = accumulate(model, n=n, preprocess=args.preprocess, dtype=np.dtype(args.dtype))
@@ -199,7 +201,7 @@ def _demo(args) -> int:
         t2 = time.perf_counter()
         res = topk_eigh(T, 2 * per_end, which="BE") if args.d >= 2 else topk_eigh(T, 1)
         t3 = time.perf_counter()
-        sel = select_components(res.values, d=args.d, n=n, tau_mean=acc.weight_mean, tau_sq_mean=acc.weight_sq_mean)
+        sel = select_components(res.values, d=args.d, n=n, weights=acc.weight_sketch)
         W_hat = res.vectors[:, sel.index].T
         q = metrics.recovery(W_hat, model.W)
         mse = metrics.weighted_mse(W_hat, model.W, model.a)
@@ -278,8 +280,10 @@ def _figure(args) -> int:
         args.parser.error(f"argument --seeds: figure {args.which} runs one seed; give --seed S instead")
     if args.workers != 1 and args.which not in ("1", "thresholds"):
         args.parser.error("argument --workers: only figures 1 and thresholds run seeds in parallel")
-    if args.dtype != "float64" and args.which in ("risk", "gd"):
+    if args.dtype == "float32" and args.which in ("risk", "gd"):
         args.parser.error(f"argument --dtype: figure {args.which} computes in float64 only")
+    if args.dtype is None:
+        args.dtype = "float64" if args.which in ("risk", "gd") else "float32"
     if args.max_components is not None and args.which != "3":
         args.parser.error(f"argument --max-components: only figure 3 takes it (figure {args.which} does not)")
     _out_folder(args)
@@ -321,7 +325,7 @@ def _curve(args) -> int:
     try:
         cfg = CurveConfig(d=args.d, m_star=args.m_star, gamma=args.gamma, link=args.link, noise=args.noise,
                           preprocess=args.preprocess, alphas=tuple(args.alphas),
-                          seeds=tuple(range(args.seed, args.seed + args.seeds)), dtype=args.dtype,
+                          seeds=tuple(range(args.seed, args.seed + args.seeds)), dtype=args.dtype or "float32",
                           center=args.center, max_components=args.max_components)
     except (ValueError, TypeError) as exc:
         _usage_error(args, exc)
@@ -375,9 +379,9 @@ def _theory(args) -> int:
 
 
 # ------------------------------------------------------------------ parser
-def _engine_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dtype", choices=["float64", "float32"], default="float64",
-                   help="precision of the block products (sums are float64 either way; default float64)")
+def _engine_options(p: argparse.ArgumentParser, dtype_help: str) -> None:
+    p.add_argument("--dtype", choices=["float64", "float32"], default=None,
+                   help="precision of the block products (sums are float64 either way; " + dtype_help + ")")
     p.add_argument("--threads", type=_threads, default=None, metavar="N",
                    help="numba and BLAS threads (default: all cores)")
 
@@ -417,7 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="weights tau(y) (default saturating)")
     demo.add_argument("--top", type=_positive_int, default=12, help="how many top eigenvalues to print (default 12)")
     demo.add_argument("--seed", type=_seed, default=0, help="seed of the model and its data stream (default 0)")
-    _engine_options(demo)
+    _engine_options(demo, "default float64")
     demo.set_defaults(func=_demo, parser=demo)
 
     fig = sub.add_parser(
@@ -445,7 +449,8 @@ def build_parser() -> argparse.ArgumentParser:
     fig.add_argument("--workers", type=_positive_int, default=1, metavar="N",
                      help="figures 1 and thresholds: seeds run in this many processes (default 1)")
     fig.add_argument("--no-progress", action="store_true", help="no progress bars (the plan is still printed)")
-    _engine_options(fig)
+    _engine_options(fig, "default float32 for figures 1, 2, 3 and thresholds, measured to change no k_hat and "
+                         "MSE_gamma by < 2e-7 at 1.4x the speed (docs/figures.md); risk and gd: float64 only")
     fig.set_defaults(func=_figure, parser=fig)
 
     curve = sub.add_parser(
@@ -466,7 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
     curve.add_argument("--workers", type=_positive_int, default=1, metavar="N",
                        help="seeds run in this many processes (default 1)")
     curve.add_argument("--no-progress", action="store_true", help="no progress bar (the plan is still printed)")
-    _engine_options(curve)
+    _engine_options(curve, "default float32, see docs/figures.md")
     curve.set_defaults(func=_curve, parser=curve)
 
     th = sub.add_parser(

@@ -80,7 +80,7 @@ class CurveConfig:
     center: bool = False
     alphas: tuple = (5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0)
     seeds: tuple = tuple(range(70))
-    dtype: str = "float64"
+    dtype: str = "float32"  # block products; float64 sums (measured: same k_hat, MSE_gamma within 2e-7; docs/figures.md)
     block_size: int | None = None
     max_components: int | None = None  # default m_star + 10
     directions: str = "orthogonal"

@@ -94,13 +94,13 @@ def _announce(log, what: str, configs: dict, threads) -> None:
 
 
 # ------------------------------------------------------------------ Figure 1
-def figure1_config(quick: bool, link: str, seeds=None, dtype="float64") -> CurveConfig:
+def figure1_config(quick: bool, link: str, seeds=None, dtype="float32") -> CurveConfig:
     size = _size("fig1", quick)
     return CurveConfig(d=size["d"], m_star=10, gamma=1.3, link=link, preprocess="saturating",
                        alphas=size["alphas"], seeds=_seeds(seeds, size["seeds"]), dtype=dtype)
 
 
-def figure1(out_dir, *, quick=False, seeds=None, links=FIG1_LINKS, workers=1, dtype="float64", threads=None,
+def figure1(out_dir, *, quick=False, seeds=None, links=FIG1_LINKS, workers=1, dtype="float32", threads=None,
             progress=True, log=None, command=None) -> dict:
     """MSE_γ against α for several links, with the theory curve and the predicted exponent.
 
@@ -165,7 +165,7 @@ def figure1(out_dir, *, quick=False, seeds=None, links=FIG1_LINKS, workers=1, dt
 
 
 # ------------------------------------------------------------------ Figure 2
-def figure2(out_dir, *, quick=False, seed=0, dtype="float64", threads=None, alphas=FIG2_ALPHAS, progress=True,
+def figure2(out_dir, *, quick=False, seed=0, dtype="float32", threads=None, alphas=FIG2_ALPHAS, progress=True,
             log=None, command=None) -> dict:
     """Histograms of the spectrum of T at four α, predicted bulk edges and outliers marked."""
     from ._config import threads as thread_limit
@@ -233,7 +233,7 @@ def figure2(out_dir, *, quick=False, seed=0, dtype="float64", threads=None, alph
 
 
 # ------------------------------------------------------------------ Figure 3
-def figure3(out_dir, *, quick=False, seed=0, dtype="float64", threads=None, alpha=1638.0, max_components=40,
+def figure3(out_dir, *, quick=False, seed=0, dtype="float32", threads=None, alpha=1638.0, max_components=40,
             progress=True, log=None, command=None) -> dict:
     """The top eigenvalues of T and their gaps (log scale), with the selection threshold."""
     from ._config import threads as thread_limit
@@ -312,13 +312,13 @@ def figure3(out_dir, *, quick=False, seed=0, dtype="float64", threads=None, alph
 
 
 # ---------------------------------------------------------- thresholds figure
-def thresholds_config(quick: bool, seeds=None, dtype="float64") -> CurveConfig:
+def thresholds_config(quick: bool, seeds=None, dtype="float32") -> CurveConfig:
     size = _size("thresholds", quick)
     return CurveConfig(d=size["d"], m_star=size["m_star"], gamma=1.3, link="he2_he4", alphas=size["alphas"],
                        seeds=_seeds(seeds, size["seeds"]), dtype=dtype)
 
 
-def figure_thresholds(out_dir, *, quick=False, seeds=None, workers=1, dtype="float64", threads=None,
+def figure_thresholds(out_dir, *, quick=False, seeds=None, workers=1, dtype="float32", threads=None,
                       progress=True, log=None, command=None) -> dict:
     """Predicted against empirical k-critical thresholds α_k (q_k > 1/2), error bars over seeds."""
     cfg = thresholds_config(quick, seeds, dtype)
