@@ -228,11 +228,12 @@ def _report_figure(which: str, s: dict) -> None:
     """The short human table of a figure's summary, on stdout."""
     if which == "1":
         print(f"Figure 1 (d={s['d']}, m*={s['m_star']}): MSE_gamma slope in the discovery window against the "
-              f"theory curve's, predicted exponent {s['predicted_exponent']:.3f}")
-        print(_table(["link", "seeds", "fit window (alpha)", "slope", "theory slope", "MSE at max alpha",
-                      "theory there"],
+              f"theory curves' (exact finite-alpha and large-alpha), predicted exponent {s['predicted_exponent']:.3f}")
+        print(_table(["link", "seeds", "fit window (alpha)", "slope", "exact theory", "large-alpha theory",
+                      "max |theory - sim| / sim"],
                      [[k, v["seeds"], f"{v['fit_range'][0]:.3g}-{v['fit_range'][1]:.3g}", _g(v["slope"], 3),
-                       _g(v["theory_slope"], 3), _g(v["mse_at_max_alpha"], 3), _g(v["theory_at_max_alpha"], 3)]
+                       _g(v["theory_slope"], 3), _g(v["large_alpha_slope"], 3),
+                       f"{v['max_relative_theory_error']:.0%}"]
                       for k, v in s["links"].items()]))
     elif which == "2":
         print(f"Figure 2 (d={s['d']}, m*={s['m_star']}, seed {s['seed']}): spectrum of T against the theory")
@@ -244,16 +245,17 @@ def _report_figure(which: str, s: dict) -> None:
     elif which == "3":
         print(f"Figure 3 (d={s['d']}, alpha={s['alpha']:g}, seed {s['seed']}): selected directions")
         print(_table(["gap rule k_hat", "edge rule k_hat", "predicted outliers", "selected with q > 1/2",
-                      "threshold sigma*d^-1/3"],
+                      "gap threshold"],
                      [[s["k_hat_gap"], s["k_hat_edge"], s["predicted_outliers"], s["n_recovered_q>1/2"],
-                       _g(s["threshold"] * s["sigma"], 3)]]))
+                       _g(s["threshold"] * s["edge_scale"], 3)]]))
     elif which == "thresholds":
         print(f"Thresholds (d={s['d']}, m*={s['m_star']}, {s['seeds']} seeds): alpha where q_k crosses 1/2")
-        print(_table(["k", "simulation", "s.e.", "theory 2 alpha_k", "difference", "seeds reaching"],
-                     [[k + 1, _g(m), _g(e, 2), _g(t), f"{r:+.0%}" if not math.isnan(r) else "-", c]
-                      for k, (m, e, t, r, c) in enumerate(zip(
+        print(_table(["k", "simulation", "s.e.", "exact theory", "difference", "large-alpha 2 alpha_k",
+                      "seeds reaching"],
+                     [[k + 1, _g(m), _g(e, 2), _g(t), f"{r:+.0%}" if not math.isnan(r) else "-", _g(t2), c]
+                      for k, (m, e, t, r, t2, c) in enumerate(zip(
                           s["empirical_crossing"], s["empirical_crossing_se"], s["theory_crossing"],
-                          s["relative_difference"], s["seeds_reaching"]))]))
+                          s["relative_difference"], s["theory_crossing_large_alpha"], s["seeds_reaching"]))]))
     elif which == "risk":
         print(f"Excess risk (d={s['d']}, m*={s['m_star']}, {s['seeds']} seeds); relative to Var f*")
         print(_table(["alpha", "k_hat", "spectral net", "oracle", "random features", "MSE_gamma", "theory"],
@@ -317,10 +319,11 @@ def _figure(args) -> int:
 
 # ------------------------------------------------------------------ curve
 def _curve(args) -> int:
+    import numpy as np
 
     from . import _outputs
     from .experiments import CurveConfig, fit_slope, mean_curve, run_curve
-    from .theory import mse_curve, scaling_law
+    from .theory import discovery_slopes, mse_curve, scaling_law
 
     try:
         cfg = CurveConfig(d=args.d, m_star=args.m_star, gamma=args.gamma, link=args.link, noise=args.noise,
@@ -334,19 +337,31 @@ def _curve(args) -> int:
     res = run_curve(cfg, args.out, workers=args.workers, progress=not args.no_progress, threads=args.threads,
                     desc="curve, seeds", log=_log, command=args.command)
     a, mean, se = mean_curve(res)
-    pred = mse_curve(cfg.model(args.seed), args.preprocess, a, center=args.center)
+    model = cfg.model(args.seed)
     law = scaling_law(args.gamma, args.m_star)
-    th = pred.thresholds.alpha
-    lo, hi = 2 * th[0], min(th[-1], a[-1])
-    slope, theory_slope = fit_slope(a, mean, lo, hi), fit_slope(a, pred.mse, lo, hi)
+    try:  # the exact finite-alpha prediction of what the estimator measures here (gap rule at this d)
+        pred = mse_curve(model, args.preprocess, a, center=args.center, d=cfg.d, selection="gap")
+        window = discovery_slopes(model, args.preprocess, center=args.center, d=cfg.d).window
+        exact, large = pred.mse, pred.mse_large_alpha
+    except ValueError as exc:  # an unbounded tau (identity) has no exact finite-alpha limit
+        _log(f"exact theory not available ({exc}); showing the large-alpha curve only")
+        pred = mse_curve(model, args.preprocess, a, center=args.center, regime="large_alpha")
+        th = pred.thresholds.alpha
+        window = (2 * th[0], th[-1])
+        exact, large = np.full(len(a), np.nan), pred.mse
+    lo, hi = max(window[0], a[0]), min(window[1], a[-1])
+    slope, theory_slope, large_slope = (fit_slope(a, v, lo, hi) for v in (mean, exact, large))
     print(f"Learning curve (d={cfg.d}, m*={cfg.m_star}, {cfg.link}, {len(cfg.seeds)} seeds): MSE_gamma")
-    print(_table(["alpha", "MSE_gamma", "s.e.", "theory"],
-                 [[f"{x:.4g}", f"{m:.4f}", _g(e, 2), f"{p:.4f}"] for x, m, e, p in zip(a, mean, se, pred.mse)]))
-    print(f"  slope in the discovery window alpha in [{lo:.3g}, {hi:.3g}]: {_g(slope, 3)}; theory curve there: "
-          f"{_g(theory_slope, 3)}; asymptotic exponent {law.exponent:.3f} ({law.regime})")
+    print(_table(["alpha", "MSE_gamma", "s.e.", "exact theory", "large-alpha theory"],
+                 [[f"{x:.4g}", f"{m:.4f}", _g(e, 2), _g(p, 4), _g(q, 4)]
+                  for x, m, e, p, q in zip(a, mean, se, exact, large)]))
+    print(f"  slope in the discovery window alpha in [{lo:.3g}, {hi:.3g}]: {_g(slope, 3)}; exact theory there: "
+          f"{_g(theory_slope, 3)}; large-alpha theory: {_g(large_slope, 3)}; asymptotic exponent "
+          f"{law.exponent:.3f} ({law.regime})")
     summary = {"config": cfg.key(), "seeds": list(cfg.seeds), "alphas": a, "mse_gamma_mean": mean,
-               "mse_gamma_se": se, "mse_gamma_theory": pred.mse, "fit_window_alpha": [lo, hi], "slope": slope,
-               "theory_slope": theory_slope, "predicted_exponent": law.exponent,
+               "mse_gamma_se": se, "mse_gamma_theory": exact, "mse_gamma_theory_large_alpha": large,
+               "fit_window_alpha": [lo, hi], "slope": slope,
+               "theory_slope": theory_slope, "large_alpha_slope": large_slope, "predicted_exponent": law.exponent,
                "skipped_seeds": res.skipped, "repaired": res.problems,
                "provenance": _outputs.provenance(command=args.command, seeds=cfg.seeds, started=t0)}
     path = _outputs.write_json(res.out_dir / "curve_summary.json", summary)
@@ -357,24 +372,41 @@ def _curve(args) -> int:
 
 # ------------------------------------------------------------------ theory
 def _theory(args) -> int:
+    import numpy as np
+
     from . import HMIModel
-    from .theory import moments, predict, scaling_law, thresholds
+    from .theory import discovery_slopes, moments, predict, scaling_law, thresholds
 
     model = HMIModel(max(args.m_star, 1), args.m_star, args.gamma, link=args.link, noise=args.noise)
+    regime = args.regime
     mo = moments(model, args.preprocess)
-    th = thresholds(model, args.preprocess, center=args.center)
+    if regime == "exact" and args.preprocess == "identity":
+        args.parser.error("argument --regime: the exact finite-alpha spectrum has no limit for an unbounded tau "
+                          "(identity); use --regime large_alpha, or a bounded --preprocess")
+    large = thresholds(model, args.preprocess, center=args.center, regime="large_alpha")
+    th = thresholds(model, args.preprocess, center=args.center, regime=regime)
+    half = thresholds(model, args.preprocess, center=args.center, regime=regime, level=0.5)
     print(f"model: m*={args.m_star}, gamma={args.gamma}, link={args.link}, noise={args.noise}; "
-          f"preprocess={args.preprocess}{' (centered)' if args.center else ''}")
+          f"preprocess={args.preprocess}{' (centered)' if args.center else ''}; regime={regime} "
+          "(d large, n/d = alpha fixed)")
     print(f"  E tau = {mo.mean:.5f} ± {mo.mean_se:.1e}, E tau^2 = {mo.second_moment:.5f}, Var tau = {mo.variance:.5f}")
-    print(f"  {'k':>3} {'a_k':>8} {'theta_k':>10} {'alpha_k':>10}")
-    for k, (a, t, al) in enumerate(zip(model.a, th.theta, th.alpha), start=1):
-        print(f"  {k:3d} {a:8.4f} {t:10.5f} {al:10.2f}")
+    print(_table(["k", "a_k", "theta_k", "leaves the bulk at alpha", "q_k = 1/2 at alpha", "large-alpha alpha_k"],
+                 [[k, f"{a:.4f}", f"{t:.5f}", _g(al, 4), _g(h, 4), _g(la, 4)]
+                  for k, (a, t, al, h, la) in enumerate(zip(model.a, large.theta, th.alpha, half.alpha, large.alpha),
+                                                        start=1)]))
     law = scaling_law(args.gamma, args.m_star)
     print(f"  scaling law: {law.description}")
+    if args.preprocess != "identity":
+        slopes = discovery_slopes(model, args.preprocess, center=args.center)
+        print(f"  MSE_gamma slope in the discovery window alpha in [{slopes.window[0]:.3g}, {slopes.window[1]:.3g}]: "
+              f"exact {_g(slopes.exact, 3)}, large-alpha {_g(slopes.large_alpha, 3)}; predicted exponent "
+              f"-(1 - 1/(2 gamma)) = {slopes.predicted_exponent:.3f}")
+    rows = []
     for alpha in args.alphas:
-        p = predict(model, args.preprocess, alpha, center=args.center)
-        print(f"  alpha={alpha:g}: predicted k_hat={int(p.n_components)}, MSE_gamma={float(p.mse):.4f}, "
-              f"bulk edges=({p.bulk_edges[0]:.4f}, {p.bulk_edges[1]:.4f})")
+        p = predict(model, args.preprocess, alpha, center=args.center, regime=regime)
+        rows.append([_g(alpha, 4), int(np.sum(np.isfinite(p.outliers))), f"{float(p.mse):.4f}",
+                     f"({p.bulk_edges[0]:.4f}, {p.bulk_edges[1]:.4f})"])
+    print(_table(["alpha", "outliers", "MSE_gamma", "bulk edges"], rows))
     return 0
 
 
@@ -476,10 +508,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     th = sub.add_parser(
         "theory", help="print the theory's predictions (no simulation, no d)",
-        description="Moments of tau(y), spike strengths theta_k, thresholds alpha_k = E[tau^2]/theta_k^2, "
-        "the scaling law and predictions at given alphas, all computed without d.",
+        description="Moments of tau(y), spike strengths theta_k, the alpha at which each direction leaves the bulk "
+        "and at which its overlap reaches 1/2, the MSE_gamma slope against the scaling law, and the spectrum at "
+        "given alphas, all computed without d: exact in the proportional limit (d, n large, n/d = alpha), or "
+        "its large-alpha expansion (docs/theory.md).",
     )
     _model_options(th, d=False)
+    th.add_argument("--regime", choices=["exact", "large_alpha"], default="exact",
+                    help="exact finite-alpha predictions (default) or the large-alpha formulas")
     th.add_argument("--alphas", type=parse_alphas, default=parse_alphas("5,164,611,1638"),
                     help=f"sample ratios for predictions: {ALPHAS_FORMAT} (default 5,164,611,1638)")
     th.set_defaults(func=_theory, parser=th)

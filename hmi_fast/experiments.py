@@ -622,8 +622,12 @@ def empirical_thresholds(result: CurveResult, level: float = 0.5, column: str = 
     between the last grid point below the level and the first above it, so
     the estimate is not biased up by the grid spacing. Seeds that never reach
     the level within the grid are left out of the mean: read ``count``
-    (seeds used per direction) before trusting a value. The large-α theory
-    predicts the crossing at ``α_k / (1 − level)`` (``q_k = 1 − α_k/α``).
+    (seeds used per direction) before trusting a value. ``column`` names the
+    recovery measured: ``"q"`` (the directions the gap rule keeps),
+    ``"q_edge"`` (the edge rule's) or ``"q_top_m"`` (the m* eigenvectors
+    farthest from the bulk centre, whatever the rule). The exact theory's
+    crossing is ``theory.thresholds(model, ..., level=level, d=d,
+    selection="gap")``; the large-α one ``α_k / (1 − level)``.
     """
     seeds = sorted({r["seed"] for r in result.rows})
     m = len(result.rows[0][column])

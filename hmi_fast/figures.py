@@ -35,9 +35,9 @@ from .experiments import (
 )
 from .model import HMIModel
 
-#: The theory drawn on the figures: the large-α formulas their labels describe (``theory.predict``'s
-#: ``regime``); the exact finite-α overlays replace them with their own labels.
-THEORY_REGIME = "large_alpha"
+#: The theory drawn on the figures: the exact finite-α predictions (docs/theory.md), with the large-α
+#: formulas beside them where a figure compares the two.
+THEORY_REGIME = "exact"
 
 FIG2_ALPHAS = (5.0, 164.0, 611.0, 1638.0)
 FIG1_LINKS = ("he2", "he2_he4", "abs", "relu")
@@ -134,20 +134,25 @@ def figure1(out_dir, *, quick=False, seeds=None, links=FIG1_LINKS, workers=1, dt
         for i, (link, res) in enumerate(results.items()):
             cfg = configs[link]
             alphas, mean, se = mean_curve(res)
-            pred = theory.mse_curve(cfg.model(0), "saturating", alphas, regime=THEORY_REGIME)
-            th = pred.thresholds.alpha
-            # discovery regime: between the first and the last threshold crossed on the grid
-            lo, hi = th[0] * 2, min(th[-1], alphas[-1])
+            # the exact finite-α prediction of what the estimator measures at this d (gap rule included),
+            # and the large-α curve beside it
+            pred = theory.mse_curve(cfg.model(0), "saturating", alphas, d=cfg.d, selection="gap")
+            window = theory.discovery_slopes(cfg.model(0), "saturating", d=cfg.d).window
+            lo, hi = max(window[0], alphas[0]), min(window[1], alphas[-1])
             color = f"C{i}"
             ax.errorbar(alphas, mean, yerr=se, fmt="o", ms=3.5, color=color, label=f"g = {link}")
-            ax.plot(alphas, pred.mse, "--", color=color, lw=1)
+            ax.plot(alphas, pred.mse, "-", color=color, lw=1)
+            ax.plot(alphas, pred.mse_large_alpha, "--", color=color, lw=0.8, alpha=0.7)
             summary["links"][link] = {
                 "slope": fit_slope(alphas, mean, lo, hi), "theory_slope": fit_slope(alphas, pred.mse, lo, hi),
+                "large_alpha_slope": fit_slope(alphas, pred.mse_large_alpha, lo, hi),
                 "fit_range": [float(lo), float(hi)], "max_alpha": float(alphas[-1]),
                 "mse_at_max_alpha": float(mean[-1]), "theory_at_max_alpha": float(pred.mse[-1]),
+                "max_relative_theory_error": float(np.max(np.abs(pred.mse - mean) / mean)),
                 "seeds": len(cfg.seeds), "run_folder": str(res.out_dir),
             }
-            rows += [[link, a, m, s, p, len(cfg.seeds)] for a, m, s, p in zip(alphas, mean, se, pred.mse)]
+            rows += [[link, a, m, s_, p, pl, len(cfg.seeds)]
+                     for a, m, s_, p, pl in zip(alphas, mean, se, pred.mse, pred.mse_large_alpha)]
         a_ref = np.geomspace(20, 2000, 10)
         ax.plot(a_ref, 0.5 * (a_ref / 20) ** law.exponent, "k:", lw=1.2,
                 label=rf"$\alpha^{{{law.exponent:.3f}}}$ (predicted exponent)")
@@ -157,10 +162,12 @@ def figure1(out_dir, *, quick=False, seeds=None, links=FIG1_LINKS, workers=1, dt
         ax.set_ylabel(r"$\mathrm{MSE}_\gamma$ (weighted subspace error)")
         n_seeds = len(configs[links[0]].seeds)
         ax.set_title(rf"Figure 1: spectral estimator, $\tau = y/(1+|y|)$, $\gamma$ = 1.3, d = {summary['d']}, "
-                     f"m* = 10, {n_seeds} seeds\npoints: simulation (mean ± s.e.), dashed: theory", fontsize=9)
+                     f"m* = 10, {n_seeds} seeds\npoints: simulation (mean ± s.e.); lines: exact finite-α theory, "
+                     "dashed: large-α theory", fontsize=9)
         ax.legend(fontsize=8)
         data = _outputs.write_csv(run.path("_data.csv"), ["link", "alpha", "mse_gamma_mean", "mse_gamma_se",
-                                                          "mse_gamma_theory", "seeds"], rows)
+                                                          "mse_gamma_theory", "mse_gamma_theory_large_alpha",
+                                                          "seeds"], rows)
         return run.finish(fig, summary, [data])
 
 
@@ -189,9 +196,12 @@ def figure2(out_dir, *, quick=False, seed=0, dtype="float32", threads=None, alph
         data = {}
         crowded, merged = [], []
         for ax, (alpha, ev) in zip(axes.ravel(), sorted(spec.items())):
-            pred = theory.predict(model, "saturating", alpha, regime=THEORY_REGIME)
+            pred = theory.predict(model, "saturating", alpha, d=d)
+            bulk = theory.bulk_density(model, "saturating", alpha, d=d)
             lo, hi = pred.bulk_edges
-            ax.hist(ev, bins=80, density=True, color="0.55")
+            ax.hist(ev, bins=80, density=True, color="0.7")
+            shown = bulk.density > 0
+            ax.plot(bulk.x[shown], bulk.density[shown], color="C1", lw=1.2)
             for e in (lo, hi):
                 ax.axvline(e, color="C3", ls="--", lw=1)
             outl = pred.outliers[np.isfinite(pred.outliers)]
@@ -214,14 +224,14 @@ def figure2(out_dir, *, quick=False, seed=0, dtype="float32", threads=None, alph
                 "bulk_edges_predicted": [round(float(lo), 4), round(float(hi), 4)],
             }
             data[f"alpha_{alpha:g}"] = ev
-        fig.suptitle(f"Figure 2: spectrum of T, g = He₂/2 + He₄/48, γ = 1.3, d = {d}, m* = 20, seed {seed} "
-                     "(red dashed: predicted bulk edges, blue: predicted outliers)", fontsize=9)
+        fig.suptitle(f"Figure 2: spectrum of T, g = He₂/2 + He₄/48, γ = 1.3, d = {d}, m* = 20, seed {seed}\n"
+                     "(orange: predicted bulk density, red dashed: its edges, blue: predicted outliers; exact "
+                     "finite-α theory)", fontsize=9)
         note = ("Titles: the eigenvalues beyond the red lines, and how many directions the theory predicts out of "
-                "the bulk (α > α_k). The red lines are the large-α edges μ ± 2σ.")
+                "the bulk. The bulk is the weighted Marchenko–Pastur law of T at this α (skewed at small α).")
         if crowded:
-            note += (f"\nAt α = {', '.join(crowded)} the bulk is wider than that approximation (a skewed, "
-                     "Marchenko–Pastur-like law at small α), so most eigenvalues beyond the lines are bulk, "
-                     "not outliers.")
+            note += (f"\nAt α = {', '.join(crowded)} more eigenvalues lie beyond the predicted edges than outliers "
+                     f"are predicted: fluctuations of the edge at d = {d} (of order d^(-2/3)).")
         if merged:
             note += (f"\nAt α = {', '.join(merged)} the weakest predicted outliers lie within a fraction of σ of the "
                      f"edge and are not separated from the bulk at d = {d}.")
@@ -272,26 +282,28 @@ def figure3(out_dir, *, quick=False, seed=0, dtype="float32", threads=None, alph
                 bar.close()
         with run.stage("eigenpairs"), thread_limit(threads):
             res = topk_eigh(T, max_components, which="LA")
-        sel = select_components(res.values, d=d, n=n, rule="gap", which="LA",
-                                tau_mean=acc.weight_mean, tau_sq_mean=acc.weight_sq_mean)
-        sel_edge = select_components(res.values, d=d, n=n, rule="edge", which="LA",
-                                     tau_mean=acc.weight_mean, tau_sq_mean=acc.weight_sq_mean)
+        sel = select_components(res.values, d=d, n=n, rule="gap", which="LA", weights=acc.weight_sketch)
+        sel_edge = select_components(res.values, d=d, n=n, rule="edge", which="LA", weights=acc.weight_sketch)
         q = recovery(res.vectors[:, sel.index].T, model.W)
         q_all = recovery(res.vectors[:, : model.m_star].T, model.W)
-        pred = theory.predict(model, "saturating", alpha, regime=THEORY_REGIME)
+        pred = theory.predict(model, "saturating", alpha, d=d)
+        outl = np.sort(pred.outliers[np.isfinite(pred.outliers) & (pred.outliers > pred.bulk_edges[1])])[::-1]
         ev = res.values
         gaps = ev[:-1] - ev[1:]
         fig, (a1, a2) = _plt().subplots(1, 2, figsize=(10, 4))
         idx = np.arange(1, len(ev) + 1)
-        a1.plot(idx, ev, "o", ms=3.5)
-        a1.axhline(sel.bulk_edges[1], color="C3", ls="--", lw=1, label="estimated bulk edge")
+        a1.plot(idx, ev, "o", ms=3.5, label="simulation")
+        a1.plot(np.arange(1, len(outl) + 1), outl, "x", color="C2", ms=6, label="predicted outliers")
+        a1.axhline(sel.bulk_edges[1], color="C3", ls="--", lw=1, label="bulk edge (the data's weight law)")
+        a1.axhline(pred.bulk_edges[1], color="C1", ls=":", lw=1, label="bulk edge (theory)")
         a1.axvline(sel.n_components + 0.5, color="k", ls=":", lw=1, label=rf"$\hat k$ = {sel.n_components} (gap rule)")
         a1.set_xlabel("rank i")
         a1.set_ylabel(r"eigenvalue $\lambda_i$ of T")
         a1.legend(fontsize=8)
         a2.semilogy(idx[:-1], gaps, "o", ms=3.5)
-        a2.axhline(sel.threshold * sel.sigma, color="C3", ls="--", lw=1,
-                   label=r"threshold $\hat\sigma\, d^{-1/3}$")
+        scale = float(sel.edge_scales[1])
+        a2.axhline(sel.threshold * scale, color="C3", ls="--", lw=1,
+                   label=r"threshold $s_{\mathrm{edge}}\, d^{-1/3}$")
         a2.axvline(sel.n_components + 0.5, color="k", ls=":", lw=1)
         a2.set_xlabel("rank i")
         a2.set_ylabel(r"gap $\lambda_i - \lambda_{i+1}$ (log scale)")
@@ -303,10 +315,12 @@ def figure3(out_dir, *, quick=False, seed=0, dtype="float32", threads=None, alph
                                   [[i + 1, v, gaps[i] if i < len(gaps) else ""] for i, v in enumerate(ev)])
         summary = {"d": d, "m_star": 20, "alpha": alpha, "seed": seed, "n": n, "max_components": max_components,
                    "k_hat_gap": int(sel.n_components), "k_hat_edge": int(sel_edge.n_components),
-                   "predicted_outliers": int(pred.n_components),
+                   "predicted_outliers": int(len(outl)),
+                   "predicted_top": [round(float(v), 5) for v in outl[:10]],
+                   "top_eigenvalues": [round(float(v), 5) for v in ev[:10]],
                    "n_recovered_q>1/2": int(np.sum(q > 0.5)),
                    "top_m_star_eigenvectors_q>1/2": int(np.sum(q_all > 0.5)),
-                   "threshold": float(sel.threshold), "sigma": float(sel.sigma),
+                   "threshold": float(sel.threshold), "edge_scale": scale,
                    "top_gaps": [float(g) for g in gaps[:25]]}
         return run.finish(fig, summary, [data])
 
@@ -330,14 +344,22 @@ def figure_thresholds(out_dir, *, quick=False, seeds=None, workers=1, dtype="flo
             res = run_curve(cfg, run.path(""), workers=workers, progress=progress, threads=threads,
                             desc="thresholds, he2_he4", log=log, announce=False, command=command)
         level = 0.5
-        mean, se, count = empirical_thresholds(res, level)
-        pred = theory.thresholds(cfg.model(0), "saturating", regime=THEORY_REGIME)
-        crossing = pred.alpha / (1.0 - level)  # large-α theory: q_k = 1 − α_k/α reaches the level here
+        # the estimator's own recovery (directions kept by the gap rule), as the exact theory predicts it
+        mean, se, count = empirical_thresholds(res, level, column="q")
+        model0 = cfg.model(0)
+        # the exact finite-α crossing of q_k = 1/2 (the estimator's own overlap, gap rule at this d), the
+        # exact emergence of each outlier, and the large-α crossing 2 α_k for comparison
+        exact = theory.thresholds(model0, "saturating", level=level, d=cfg.d, selection="gap")
+        crossing = exact.alpha
+        emergence = theory.thresholds(model0, "saturating", d=cfg.d).alpha
+        large = theory.thresholds(model0, "saturating", regime="large_alpha").alpha / (1.0 - level)
         k = np.arange(1, cfg.m_star + 1)
         fig, ax = _plt().subplots(figsize=(5.6, 4.2))
-        ax.errorbar(k, mean, yerr=se, fmt="o", label=r"simulation: $\alpha$ where $q_k$ crosses 1/2")
-        ax.plot(k, crossing, "s--", mfc="none", label=r"theory: $2\alpha_k$ ($q_k = 1 - \alpha_k/\alpha = 1/2$)")
-        ax.plot(k, pred.alpha, ":", color="0.5", label=r"theory: $\alpha_k = E[\tau^2]/\theta_k^2$ (emergence)")
+        ax.errorbar(k, mean, yerr=se, fmt="o", label=r"simulation: $\alpha$ where $q_k$ crosses 1/2 (gap rule)")
+        ax.plot(k, crossing, "s-", mfc="none", label=r"exact theory: $q_k = 1/2$ (gap rule at this d)")
+        ax.plot(k, large, "^--", mfc="none", color="0.4", ms=4,
+                label=r"large-$\alpha$ theory: $2\alpha_k$ ($q_k = 1 - \alpha_k/\alpha$)")
+        ax.plot(k, emergence, ":", color="0.5", label="exact theory: the outlier leaves the bulk")
         ax.set_yscale("log")
         ax.set_xlabel("direction k")
         ax.set_ylabel(r"threshold $\alpha = n/d$")
@@ -346,14 +368,15 @@ def figure_thresholds(out_dir, *, quick=False, seeds=None, workers=1, dtype="flo
         ax.legend(fontsize=8)
         data = _outputs.write_csv(run.path("_data.csv"),
                                   ["direction", "crossing_empirical_mean", "crossing_empirical_se", "seeds_reaching",
-                                   "crossing_theory", "alpha_k_theory"],
-                                  zip(k, mean, se, count, crossing, pred.alpha))
+                                   "crossing_theory", "crossing_theory_large_alpha", "emergence_theory"],
+                                  zip(k, mean, se, count, crossing, large, emergence))
         rel = (mean - crossing) / crossing
         summary = {"d": cfg.d, "m_star": cfg.m_star, "seeds": len(cfg.seeds), "level": level,
                    "empirical_crossing": [round(float(v), 2) for v in mean],
                    "empirical_crossing_se": [round(float(v), 2) for v in se],
                    "theory_crossing": [round(float(v), 2) for v in crossing],
-                   "theory_alpha_k": [round(float(v), 2) for v in pred.alpha],
+                   "theory_crossing_large_alpha": [round(float(v), 2) for v in large],
+                   "theory_emergence": [round(float(v), 2) for v in emergence],
                    "relative_difference": [round(float(v), 3) for v in rel],
                    "seeds_reaching": [int(c) for c in count], "run_folder": str(res.out_dir)}
         return run.finish(fig, summary, [data])

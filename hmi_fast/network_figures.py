@@ -18,7 +18,6 @@ import numpy as np
 from . import _outputs, theory
 from ._plotting import FigureRun, plt as _plt
 from .model import HMIModel
-from .figures import THEORY_REGIME
 from .gd import gd_first_layer
 from .network import SpectralTwoLayer, excess_risk, random_directions
 
@@ -111,7 +110,8 @@ def figure_risk(out_dir, *, quick=False, seeds=None, d=None, m_star=None, gamma=
 
     with _outputs.exclusive(_outputs.check_output_folder(run.out)):
         th_model = HMIModel(d, m_star, gamma, link=link, noise=noise, seed=0)
-        curve = theory.mse_curve(th_model, "saturating", split * alphas, regime=THEORY_REGIME)
+        # the exact finite-α prediction of the spectral stage's MSE_γ (gap rule at this d)
+        curve = theory.mse_curve(th_model, "saturating", split * alphas, d=d, selection="gap")
         thresholds = curve.thresholds.alpha
         p_rf = m_star * hermite_degree
         todo = [(seed, i) for seed in seeds for i in range(len(alphas))]

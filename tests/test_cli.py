@@ -172,7 +172,15 @@ def test_curve_tables_summary_and_resume(capsys, tmp_path):
 
 def test_theory(capsys):
     code, out, err = _run(capsys, "theory", "--m-star", "3", "--alphas", "10,100")
-    assert code == 0 and "alpha=10: predicted k_hat=" in out and "alpha=100:" in out
+    assert code == 0 and "regime=exact" in out
+    assert "q_k = 1/2 at alpha" in out and "large-alpha alpha_k" in out
+    assert "MSE_gamma slope in the discovery window" in out and "predicted exponent -(1 - 1/(2 gamma)) = -0.615" in out
+    rows = [ln.split() for ln in out.splitlines() if ln.strip().startswith(("10 ", "100 "))]
+    assert [r[0] for r in rows] == ["10", "100"] and all(r[1] == "3" for r in rows)  # all 3 outliers out
+    code, out, err = _run(capsys, "theory", "--m-star", "3", "--preprocess", "identity")
+    assert code == 2 and "argument --regime: the exact finite-alpha spectrum has no limit" in err
+    code, out, err = _run(capsys, "theory", "--m-star", "3", "--preprocess", "identity", "--regime", "large_alpha")
+    assert code == 0 and "regime=large_alpha" in out
 
 
 def test_demo(capsys):
@@ -193,11 +201,13 @@ def tiny_figures(monkeypatch):
 
 
 FIGURE_FILES = {
-    "1": ("fig1", "_data.csv", ["link", "alpha", "mse_gamma_mean", "mse_gamma_se", "mse_gamma_theory", "seeds"], 12),
+    "1": ("fig1", "_data.csv", ["link", "alpha", "mse_gamma_mean", "mse_gamma_se", "mse_gamma_theory",
+                          "mse_gamma_theory_large_alpha", "seeds"], 12),
     "2": ("fig2", "_data.npz", None, 4),
     "3": ("fig3", "_data.csv", ["rank", "eigenvalue", "gap_to_next"], 10),
     "thresholds": ("thresholds", "_data.csv", ["direction", "crossing_empirical_mean", "crossing_empirical_se",
-                                               "seeds_reaching", "crossing_theory", "alpha_k_theory"], 3),
+                                               "seeds_reaching", "crossing_theory", "crossing_theory_large_alpha",
+                                               "emergence_theory"], 3),
     "risk": ("risk", "_data.csv", list(network_figures.RISK_COLUMNS), 4),
     "gd": ("gd", "_data.csv", ["run", "step", "overlap_top_eigvecs", "overlap_power_iteration",
                                "overlap_true_directions", "weight_norm"], None),
