@@ -147,13 +147,20 @@ def _edge_depth(j: int, d: int) -> float:
 
 
 def _gap_count(x, sigma, delta, beyond):
-    """Gap rule at one end. ``x``: distances from the centre, from the extreme inward."""
+    """Gap rule at one end. ``x``: distances from the centre, from the extreme inward.
+
+    When every supplied value lies beyond the bulk edge (no bulk eigenvalue
+    was supplied at this end: the end is saturated, or d is tiny), the edge
+    itself bounds the last gap, so the innermost spike can be kept too.
+    Returns the count and the gaps between the supplied values.
+    """
     if len(x) == 0:
         return 0, np.empty(0)
-    gaps = (x[:-1] - x[1:]) / sigma if sigma > 0 else np.full(len(x) - 1, np.inf)
-    ok = (gaps >= delta) & (x[:-1] > beyond)
+    ext = x if x[-1] <= beyond else np.append(x, beyond)
+    gaps = (ext[:-1] - ext[1:]) / sigma if sigma > 0 else np.full(len(ext) - 1, np.inf)
+    ok = (gaps >= delta) & (ext[:-1] > beyond)
     k = int(np.flatnonzero(ok)[-1]) + 1 if ok.any() else 0
-    return k, gaps
+    return k, gaps[: len(x) - 1]
 
 
 def _check_number(value, name, *, positive=False, nonneg=False):

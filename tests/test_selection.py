@@ -98,8 +98,9 @@ def test_two_close_spikes_kept():
 def test_saturated(spectrum):
     kw = moments(D, N, MU, SIGMA)
     s = select_components(np.sort(spectrum)[::-1][:3], d=D, n=N, which="LA", **kw)
-    assert s.saturated and s.n_top == 2  # the gap after the 3rd spike was not supplied
-    assert s.n_components_edge == 3
+    # no bulk eigenvalue supplied: flagged, and the bulk edge bounds the gap after the 3rd spike
+    assert s.saturated and s.n_top == 3
+    assert s.n_components_edge == 3 and len(s.gaps[0]) == 2
     assert not select_components(ends(spectrum, 20), d=D, n=N, **kw).saturated
 
 
@@ -248,7 +249,8 @@ def test_exact_bulk_rules_with_ends_only():
     la = select_components(ev[::-1][:3], d=d, n=n, which="LA", weights=w)
     assert la.n_top == 1 and not la.saturated
     one = select_components(ev[::-1][:1], d=d, n=n, which="LA", weights=w)
-    assert one.saturated and one.n_top == 0 and one.n_components_edge == 1  # no gap after it was supplied
+    # no bulk eigenvalue supplied: flagged, and the bulk edge bounds the gap after the spike
+    assert one.saturated and one.n_top == 1 and one.n_components_edge == 1
 
 
 @pytest.mark.parametrize(

@@ -100,8 +100,15 @@ def test_user_functions_take_the_generic_paths():
 
 def test_seed_and_cache():
     mdl = model(m_star=3)
+    from hmi_fast.theory import population
+
     a = T.spike_strengths(mdl, n_samples=20_000, seed=1)
-    b = T.spike_strengths(mdl, n_samples=20_000, seed=1)
+    hits = population._population_cached.cache_info().hits
+    T.spike_strengths(mdl, n_samples=20_000, seed=1)
+    assert population._population_cached.cache_info().hits == hits + 1  # the second call is served by the cache
+    population._population_cached.cache_clear()
+    b = T.spike_strengths(mdl, n_samples=20_000, seed=1)  # computed again from scratch: the same numbers
+    assert population._population_cached.cache_info().misses == 1
     c = T.spike_strengths(mdl, n_samples=20_000, seed=2)
     np.testing.assert_array_equal(a.theta, b.theta)
     assert not np.array_equal(a.theta, c.theta)
