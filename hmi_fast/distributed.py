@@ -194,6 +194,12 @@ def _shard_headers(paths: list, ypaths) -> list:
 
 
 # ------------------------------------------------------------------ the plan
+def _model_params(model: HMIModel) -> dict:
+    """What a task needs to rebuild ``model`` (its rows are a function of these and the row index)."""
+    return {"d": model.d, "m_star": model.m_star, "gamma": model.gamma, "link": model.link, "noise": model.noise,
+            "seed": model.seed, "directions": model.directions}
+
+
 def _pieces(source, y, n, client, options, partition_size, threads):
     """Row ranges of the source and how to make a task for rows ``a .. b`` of each.
 
@@ -207,8 +213,7 @@ def _pieces(source, y, n, client, options, partition_size, threads):
             raise ValueError("y: must be None when the source is an HMIModel (the model makes its own labels)")
         if n is None:
             raise ValueError("n: required when the source is an HMIModel (how many rows to stream)")
-        params = {"d": source.d, "m_star": source.m_star, "gamma": source.gamma, "link": source.link,
-                  "noise": source.noise, "seed": source.seed, "directions": source.directions}
+        params = _model_params(source)
         options = {**options, "dtype": options["dtype"] or "float64"}
         return [(0, n, partition_size, lambda a, b: part(_model_part)(params, a, b, options, threads))], n, options
     if isinstance(source, da.Array):
@@ -376,11 +381,10 @@ def _results(client, cps, prefixes) -> Iterator[tuple[int, SpectralAccumulator]]
 
 
 def _in_order(client, cps, futures):
-    try:
-        for n_j, fut in zip(cps, futures):
-            yield n_j, SpectralAccumulator.from_state(fut.result())
-    finally:
-        client.cancel(futures)
+    # Futures are released, not cancelled, when this ends: a cancel still in flight would
+    # also cancel the same (pure) keys of a call that follows at once.
+    for n_j, fut in zip(cps, futures):
+        yield n_j, SpectralAccumulator.from_state(fut.result())
 
 
 # ------------------------------------------------------------------ public API
@@ -718,12 +722,9 @@ def curve_results(client, config, seeds: Sequence[int], *, resume=None, per_chec
     waiting = {f: (s, i) for s, futs in chains.items() for i, f in enumerate(futs)}
     ready: dict = {}
     next_index = {s: 0 for s in chains}
-    try:
-        for fut in distributed.as_completed(list(waiting)):
-            s, i = waiting[fut]
-            ready[(s, i)] = fut
-            while (s, next_index[s]) in ready:  # in checkpoint order within a seed
-                yield ready.pop((s, next_index[s])).result()
-                next_index[s] += 1
-    finally:
-        client.cancel(list(waiting))
+    for fut in distributed.as_completed(list(waiting)):
+        s, i = waiting[fut]
+        ready[(s, i)] = fut
+        while (s, next_index[s]) in ready:  # in checkpoint order within a seed
+            yield ready.pop((s, next_index[s])).result()
+            next_index[s] += 1
