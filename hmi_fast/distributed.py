@@ -1,10 +1,11 @@
 """The spectral matrix on a Dask cluster (docs/distributed.md).
 
 Rows are cut into fixed partitions; each partition is one task that builds a
-:class:`~hmi_fast.SpectralAccumulator` with the single-process engine and
-returns its :meth:`~hmi_fast.SpectralAccumulator.state` (a dict of NumPy
-arrays: the d×d sums, the weight moments and sketch, the frame key). States
-are combined by :meth:`~hmi_fast.SpectralAccumulator.merge` in a fixed
+:class:`~hmi_fast.SpectralAccumulator` with the single-process engine.
+Accumulators travel between processes as their
+:meth:`~hmi_fast.SpectralAccumulator.state` (a dict of NumPy arrays: the d×d
+sums, the weight moments and sketch, the frame key; validated on arrival)
+and are combined by :meth:`~hmi_fast.SpectralAccumulator.merge` in a fixed
 binary tree, so the result does not depend on how many workers there are or
 which task ran where: for a fixed partition it is the same bit for bit, and
 within rounding (1e-12 relative) of :func:`hmi_fast.spectral_matrix`.
@@ -40,6 +41,7 @@ try:
     import dask
     import dask.array as da
     import distributed
+    from dask.sizeof import sizeof as _dask_sizeof
 except ImportError as exc:  # pragma: no cover - exercised where dask is absent
     raise ImportError(
         "hmi_fast.distributed needs Dask: install the extra with pip install 'hmi_fast[dask]' (dask, distributed)"
@@ -116,15 +118,16 @@ def _renumber(exc: Exception, offset: int, suffix: str = "") -> Exception:
 
 
 # ------------------------------------------------------------------ tasks (run on the workers)
-def _model_part(params: dict, lo: int, hi: int, options: dict, threads: int) -> dict:
-    """State of rows ``lo .. hi`` of the model with these parameters (rebuilt here)."""
+def _model_part(params: dict, lo: int, hi: int, options: dict, threads: int) -> SpectralAccumulator:
+    """Accumulator of rows ``lo .. hi`` of the model with these parameters (rebuilt here)."""
     model = HMIModel(**params)
     with _config.threads(threads):
-        return _accumulate(model, n=hi - lo, start=lo, **options).state()
+        return _accumulate(model, n=hi - lo, start=lo, **options).copy()
 
 
-def _array_part(X, y, a: int, b: int, shape: tuple, row0: int, index: int, options: dict, threads: int) -> dict:
-    """State of rows ``a .. b`` of one chunk (``row0``: its first row in the whole array)."""
+def _array_part(X, y, a: int, b: int, shape: tuple, row0: int, index: int, options: dict,
+                threads: int) -> SpectralAccumulator:
+    """Accumulator of rows ``a .. b`` of one chunk (``row0``: its first row in the whole array)."""
     if tuple(np.shape(X)) != shape:
         raise ValueError(
             f"X: chunk {index} (rows {row0 - a}..{row0 - a + shape[0] - 1}) holds an array of shape {np.shape(X)} "
@@ -135,16 +138,16 @@ def _array_part(X, y, a: int, b: int, shape: tuple, row0: int, index: int, optio
         raise ValueError(f"y: chunk {index} holds {len(y)} labels but X's chunk holds {shape[0]} rows")
     try:
         with _config.threads(threads):
-            return _accumulate(X[a:b], y[a:b], **options).state()
+            return _accumulate(X[a:b], y[a:b], **options).copy()
     except (ValueError, TypeError) as exc:
         raise _renumber(exc, row0) from None
 
 
-def _shard_part(index: int, path: str, y, a: int, b: int, options: dict, threads: int) -> dict:
-    """State of rows ``a .. b`` of one ``.npy`` shard."""
+def _shard_part(index: int, path: str, y, a: int, b: int, options: dict, threads: int) -> SpectralAccumulator:
+    """Accumulator of rows ``a .. b`` of one ``.npy`` shard."""
     try:
         with _config.threads(threads):
-            return _accumulate(path, y, start=a, n=b - a, **options).state()
+            return _accumulate(path, y, start=a, n=b - a, **options).copy()
     except FileNotFoundError:
         raise FileNotFoundError(
             f"source[{index}]: no such file {path!r} on the worker; every shard must be readable by the workers"
@@ -153,11 +156,15 @@ def _shard_part(index: int, path: str, y, a: int, b: int, options: dict, threads
         raise _renumber(exc, a, f" (source[{index}], {path!r}: rows counted from the start of the file)") from None
 
 
-def _merge(a: dict, b: dict) -> dict:
-    """State of the rows of ``a`` then ``b`` (neither input is changed)."""
-    acc = SpectralAccumulator.from_state(a)
-    acc.merge(SpectralAccumulator.from_state(b))
-    return acc.state()
+def _merge(a: SpectralAccumulator, b: SpectralAccumulator) -> SpectralAccumulator:
+    """The rows of ``a`` then ``b`` in a new accumulator (the inputs may be held by the scheduler: unchanged)."""
+    return a.copy().merge(b)
+
+
+@_dask_sizeof.register(SpectralAccumulator)
+def _sizeof(acc) -> int:
+    """What a state held by a worker weighs (for Dask's memory accounting and transfer costs)."""
+    return 1000 + sum(v.nbytes for v in vars(acc).values() if isinstance(v, np.ndarray)) + acc.weight_sketch.counts.nbytes * 2
 
 
 def _shard_headers(paths: list, ypaths) -> list:
@@ -384,7 +391,7 @@ def _in_order(client, cps, futures):
     # Futures are released, not cancelled, when this ends: a cancel still in flight would
     # also cancel the same (pure) keys of a call that follows at once.
     for n_j, fut in zip(cps, futures):
-        yield n_j, SpectralAccumulator.from_state(fut.result())
+        yield n_j, fut.result().copy()  # a result may be shared with other callers of the same keys
 
 
 # ------------------------------------------------------------------ public API
@@ -446,7 +453,7 @@ def iter_accumulate(
     >>> from hmi_fast import HMIModel
     >>> from hmi_fast import distributed as hd
     >>> model = HMIModel(d=20, m_star=2, gamma=1.0, seed=0)
-    >>> with Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=None) as client:
+    >>> with Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=":0") as client:
     ...     steps = [(n_j, acc.n) for n_j, acc in hd.iter_accumulate(
     ...         model, n=3000, checkpoints=[1000, 3000], client=client, partition_size=1000)]
     >>> steps
@@ -489,7 +496,7 @@ def accumulate(
     >>> from hmi_fast import distributed as hd
     >>> rng = np.random.default_rng(0)
     >>> X, y = rng.standard_normal((3000, 8)), rng.standard_normal(3000)
-    >>> with Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=None) as client:
+    >>> with Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=":0") as client:
     ...     acc = hd.accumulate(da.from_array(X, chunks=(1000, -1)), y, client=client)
     >>> acc.n, bool(np.allclose(acc.finalize(), local_accumulate(X, y).finalize(), rtol=1e-12, atol=0))
     (3000, True)
@@ -527,7 +534,7 @@ def spectral_matrix(
     >>> from hmi_fast import spectral_matrix as local_T
     >>> from hmi_fast import distributed as hd
     >>> model = HMIModel(d=20, m_star=2, gamma=1.0, seed=0)
-    >>> with Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=None) as client:
+    >>> with Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=":0") as client:
     ...     T = hd.spectral_matrix(model, n=4000, client=client, partition_size=1000)
     >>> bool(np.allclose(T, local_T(model, n=4000), rtol=1e-12, atol=0))
     True
@@ -557,7 +564,7 @@ def fit_estimator(estimator, source, y=None, *, client=None, n: int | None = Non
     >>> from hmi_fast import HMIModel, SpectralEstimator
     >>> from hmi_fast import distributed as hd
     >>> X, y = HMIModel(d=30, m_star=2, gamma=1.0, link="he2", seed=0).sample(20_000)
-    >>> with Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=None) as client:
+    >>> with Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=":0") as client:
     ...     est = hd.fit_estimator(SpectralEstimator(max_components=4, random_state=0),
     ...                            da.from_array(X, chunks=(5000, -1)), y, client=client)
     >>> est.components_.shape[1], est.n_samples_seen_
@@ -696,7 +703,7 @@ def curve_results(client, config, seeds: Sequence[int], *, resume=None, per_chec
     >>> from hmi_fast.experiments import CurveConfig
     >>> from hmi_fast.distributed import curve_results
     >>> cfg = CurveConfig(d=20, m_star=2, alphas=(5.0, 20.0), seeds=(0, 1), max_components=3)
-    >>> with Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=None) as client:
+    >>> with Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=":0") as client:
     ...     done = sorted((r["seed"], r["n"]) for r in curve_results(client, cfg, cfg.seeds))
     >>> done
     [(0, 100), (0, 400), (1, 100), (1, 400)]

@@ -39,7 +39,7 @@ def cluster():
     for dtype in (np.float64, np.float32):  # compile once here: the workers then load numba's cache
         spectral_matrix(MODEL, n=300, dtype=dtype)
         hmi_fast.accumulate(MODEL, n=300, dtype=dtype, center=True, moments=True)
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as c:
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as c:
         yield c
 
 
@@ -163,6 +163,18 @@ def test_result_is_an_independent_accumulator(client, data):
     assert acc.n == len(y) + 5
 
 
+def test_merge_task_leaves_its_inputs_unchanged():
+    params = hd._model_params(MODEL)
+    opts = {"preprocess": "saturating", "center": True, "moments": True, "dtype": "float64", "block_size": None}
+    a, b = hd._model_part(params, 0, 500, opts, 1), hd._model_part(params, 500, 900, opts, 1)
+    before = [x.state() for x in (a, b)]
+    merged = hd._merge(a, b)
+    assert merged.n == 900 and merged is not a
+    for x, old in zip((a, b), before):
+        new = x.state()
+        assert all(np.array_equal(new[k], old[k]) for k in old)
+
+
 # ------------------------------------------------------------------ the same bits whatever the workers
 def test_bitwise_same_with_1_2_3_workers(client, cluster, data):
     X, y = data
@@ -174,7 +186,7 @@ def test_bitwise_same_with_1_2_3_workers(client, cluster, data):
 
     two = both(client)
     assert all(np.array_equal(a, b) for a, b in zip(two, both(client)))
-    with distributed.Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=None) as one_client:
+    with distributed.Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=":0") as one_client:
         one = both(one_client)
     cluster.scale(3)
     try:
