@@ -78,7 +78,9 @@ def _check_client(client):
     if not isinstance(client, distributed.Client):
         raise TypeError(f"client: expected a dask.distributed.Client, got {type(client).__name__}")
     if client.asynchronous:
-        raise TypeError("client: an asynchronous Client is not supported; pass a Client created without asynchronous=True")
+        raise TypeError(
+            "client: an asynchronous Client is not supported; pass a Client created without asynchronous=True"
+        )
     if client.status != "running":
         raise ValueError(f"client: the client is {client.status}, not running; pass an open dask.distributed.Client")
     return client
@@ -164,7 +166,8 @@ def _merge(a: SpectralAccumulator, b: SpectralAccumulator) -> SpectralAccumulato
 @_dask_sizeof.register(SpectralAccumulator)
 def _sizeof(acc) -> int:
     """What a state held by a worker weighs (for Dask's memory accounting and transfer costs)."""
-    return 1000 + sum(v.nbytes for v in vars(acc).values() if isinstance(v, np.ndarray)) + acc.weight_sketch.counts.nbytes * 2
+    arrays = [v for v in vars(acc).values() if isinstance(v, np.ndarray)]
+    return 1000 + sum(a.nbytes for a in arrays) + 2 * acc.weight_sketch.counts.nbytes
 
 
 def _shard_headers(paths: list, ypaths) -> list:
@@ -185,7 +188,8 @@ def _shard_headers(paths: list, ypaths) -> list:
             raise TypeError(f"{name}: {p!r} holds dtype {dtype}; save it as float32 or float64")
         if out and shape[1] != out[0][1]:
             raise ValueError(
-                f"{name}: {p!r} has {shape[1]} columns but source[0] has {out[0][1]}; every shard needs the same columns"
+                f"{name}: {p!r} has {shape[1]} columns but source[0] has {out[0][1]}; "
+                "every shard needs the same columns"
             )
         if ypaths is not None:
             yname = f"y[{i}]"
@@ -212,9 +216,9 @@ def _pieces(source, y, n, client, options, partition_size, threads):
 
     Returns ``(pieces, total_rows, options)``; a piece is ``(lo, hi, grid, make)``
     with ``grid`` the partition size that cuts it (None: the piece is one
-    partition unless a checkpoint cuts it) and ``make(a, b)`` a delayed state.
+    partition unless a checkpoint cuts it) and ``make(a, b)`` the delayed
+    accumulator of rows ``a .. b``.
     """
-    part = dask.delayed(pure=True)
     if isinstance(source, HMIModel):
         if y is not None:
             raise ValueError("y: must be None when the source is an HMIModel (the model makes its own labels)")
@@ -222,7 +226,8 @@ def _pieces(source, y, n, client, options, partition_size, threads):
             raise ValueError("n: required when the source is an HMIModel (how many rows to stream)")
         params = _model_params(source)
         options = {**options, "dtype": options["dtype"] or "float64"}
-        return [(0, n, partition_size, lambda a, b: part(_model_part)(params, a, b, options, threads))], n, options
+        part = dask.delayed(_model_part, pure=True)
+        return [(0, n, partition_size, lambda a, b: part(params, a, b, options, threads))], n, options
     if isinstance(source, da.Array):
         return _array_pieces(source, y, n, options, partition_size, threads)
     if isinstance(source, (str, bytes, os.PathLike)):
@@ -299,10 +304,14 @@ def _shard_pieces(paths, y, n, client, options, partition_size, threads):
         raise ValueError("y: required with .npy shards; pass a list of .npy label files (one per shard) or one array")
     if isinstance(y, (list, tuple)):
         if len(y) != len(paths) or not all(isinstance(p, (str, bytes, os.PathLike)) for p in y):
-            raise ValueError(f"y: a list of labels must hold one .npy path per shard ({len(paths)}), got {len(y)} items")
+            raise ValueError(
+                f"y: a list of labels must hold one .npy path per shard ({len(paths)}), got {len(y)} items"
+            )
         ypaths = [os.fsdecode(p) for p in y]
     elif isinstance(y, da.Array):
-        raise TypeError("y: with .npy shards pass the labels as .npy paths (one per shard) or a NumPy array, not a dask array")
+        raise TypeError(
+            "y: with .npy shards pass the labels as .npy paths (one per shard) or a NumPy array, not a dask array"
+        )
     else:
         y = check_float_array(y, "y", 1)
     headers = client.submit(_shard_headers, paths, ypaths, pure=False).result()
@@ -333,7 +342,7 @@ def _shard_pieces(paths, y, n, client, options, partition_size, threads):
 
 
 def _tree(states: list):
-    """Merge delayed states pairwise, level by level, in row order: a fixed tree."""
+    """Merge delayed accumulators pairwise, level by level, in row order: a fixed tree."""
     merge = dask.delayed(_merge, pure=True)
     while len(states) > 1:
         nxt = [merge(states[i], states[i + 1]) for i in range(0, len(states) - 1, 2)]
@@ -345,7 +354,7 @@ def _tree(states: list):
 
 def _graph(source, y, *, client, n, checkpoints, preprocess, center, moments, dtype, block_size, partition_size,
            threads):
-    """Check everything, then the delayed state at each checkpoint (or at the end)."""
+    """Check everything, then the delayed accumulator at each checkpoint (or at the end)."""
     client = _check_client(client)
     options = _check_options(preprocess, center, moments, dtype, block_size)
     threads = check_positive_int(threads, "threads")
@@ -378,8 +387,7 @@ def _graph(source, y, *, client, n, checkpoints, preprocess, center, moments, dt
         here = _tree(seg)
         prev = here if prev is None else dask.delayed(_merge, pure=True)(prev, here)
         prefixes.append(prev)
-    return client, cps, prefixes, len(parts)
-
+    return client, cps, prefixes
 
 
 def _results(client, cps, prefixes) -> Iterator[tuple[int, SpectralAccumulator]]:
@@ -461,7 +469,7 @@ def iter_accumulate(
     """
     if checkpoints is None:
         raise ValueError("checkpoints: give a strictly increasing sequence of row counts")
-    client, cps, prefixes, _ = _graph(source, y, client=client, n=n, checkpoints=checkpoints, preprocess=preprocess,
+    client, cps, prefixes = _graph(source, y, client=client, n=n, checkpoints=checkpoints, preprocess=preprocess,
                                       center=center, moments=moments, dtype=dtype, block_size=block_size,
                                       partition_size=partition_size, threads=threads)
     return _results(client, cps, prefixes)
@@ -501,7 +509,7 @@ def accumulate(
     >>> acc.n, bool(np.allclose(acc.finalize(), local_accumulate(X, y).finalize(), rtol=1e-12, atol=0))
     (3000, True)
     """
-    client, cps, prefixes, _ = _graph(source, y, client=client, n=n, checkpoints=None, preprocess=preprocess,
+    client, cps, prefixes = _graph(source, y, client=client, n=n, checkpoints=None, preprocess=preprocess,
                                       center=center, moments=moments, dtype=dtype, block_size=block_size,
                                       partition_size=partition_size, threads=threads)
     return next(iter(_results(client, cps, prefixes)))[1]
@@ -584,7 +592,7 @@ def fit_estimator(estimator, source, y=None, *, client=None, n: int | None = Non
 
 
 # ------------------------------------------------------------------ learning curves (experiments on a cluster)
-def _curve_steps(config, seed: int, checkpoints, acc, have) -> Iterator[tuple[int, dict | None, SpectralAccumulator, float, float]]:
+def _curve_steps(config, seed: int, checkpoints, acc, have) -> Iterator[tuple]:
     """Advance ``acc`` through ``checkpoints``; yield ``(n_j, row or None, acc, stream_s, analysis_s)``.
 
     Each checkpoint's rows are one :func:`hmi_fast.accumulate` call from the
@@ -678,7 +686,9 @@ def curve_results(client, config, seeds: Sequence[int], *, resume=None, per_chec
 
     Every seed is a chain of :func:`curve_task` calls, one per remaining
     checkpoint (``per_checkpoint=True``, resumable at every checkpoint as a
-    local run) or one for the whole seed. Results come back as tasks finish,
+    local run) or one for the whole seed. All tasks are submitted when this
+    function is called (call it once per config to run several configs at
+    once, then read the generators). Results come back as tasks finish,
     in checkpoint order within a seed; the caller is the only writer: append
     ``result["rows"]``, then save ``result["state"]`` (or mark the seed done
     when ``result["done"]``).
@@ -726,12 +736,19 @@ def curve_results(client, config, seeds: Sequence[int], *, resume=None, per_chec
             prev = client.submit(curve_task, config, s, checkpoints=step, state=prev, have=tuple(have), threads=threads)
             futs.append(prev)
         chains[s] = futs
-    waiting = {f: (s, i) for s, futs in chains.items() for i, f in enumerate(futs)}
+    return _curve_in_order(chains)
+
+
+def _curve_in_order(chains: dict) -> Iterator[dict]:
+    """Results as they finish, in checkpoint order within each seed; each future is dropped once yielded."""
+    where = {f.key: (s, i) for s, futs in chains.items() for i, f in enumerate(futs)}
     ready: dict = {}
     next_index = {s: 0 for s in chains}
-    for fut in distributed.as_completed(list(waiting)):
-        s, i = waiting[fut]
+    finished = distributed.as_completed([f for futs in chains.values() for f in futs])
+    chains.clear()  # from here on only `finished` and `ready` hold the futures: results leave the cluster once read
+    for fut in finished:
+        s, i = where[fut.key]
         ready[(s, i)] = fut
-        while (s, next_index[s]) in ready:  # in checkpoint order within a seed
+        while (s, next_index[s]) in ready:
             yield ready.pop((s, next_index[s])).result()
             next_index[s] += 1

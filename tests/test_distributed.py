@@ -237,7 +237,8 @@ def test_each_task_runs_within_its_thread_budget(client):
         import hmi_fast
 
         with hmi_fast.threads(k):
-            return numba.get_num_threads(), sorted({i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"})
+            blas = {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+            return numba.get_num_threads(), sorted(blas)
 
     top = client.run(lambda: __import__("numba").config.NUMBA_NUM_THREADS)
     k = min(top.values())
