@@ -593,29 +593,29 @@ def fit_estimator(estimator, source, y=None, *, client=None, n: int | None = Non
 
 # ------------------------------------------------------------------ learning curves (experiments on a cluster)
 def _curve_steps(config, seed: int, checkpoints, acc, have) -> Iterator[tuple]:
-    """Advance ``acc`` through ``checkpoints``; yield ``(n_j, row or None, acc, stream_s, analysis_s)``.
+    """Advance ``acc`` through ``checkpoints``; yield ``(n_j, row or None, stream_s, analysis_s)``.
 
-    Each checkpoint's rows are one :func:`hmi_fast.accumulate` call from the
-    previous checkpoint, so the blocks restart at every checkpoint: a run
-    resumed from a saved state gives the same numbers as one never stopped.
-    Rows are analysed by :func:`hmi_fast.experiments.analyse` unless ``n_j``
-    is in ``have``.
+    The stream is :func:`hmi_fast.experiments._through`, the pass a local
+    ``run_seed`` makes (one engine pass from ``acc.n``), and each row is
+    :func:`hmi_fast.experiments.analyse` with the fields ``run_seed`` adds,
+    so a seed gives the same rows here as in a local run. A checkpoint equal
+    to ``acc.n`` is analysed too (a state saved before its row was written);
+    those in ``have`` are reached but not analysed.
     """
-    from .experiments import analyse
+    from .experiments import _through, analyse
 
     model = config.model(seed)
     per_end = config.per_end()
-    for n_j in checkpoints:
-        if n_j <= acc.n:
-            continue
-        t0 = time.perf_counter()
-        acc = _accumulate(model, n=n_j - acc.n, start=acc.n, accumulator=acc)
+    t0 = time.perf_counter()
+    for n_j in _through(model, acc, checkpoints):
         t1 = time.perf_counter()
         row = None
         if n_j not in have:
             row = analyse(acc.finalize(), acc, model, per_end)
-            row.update(seed=seed, n=n_j, alpha=n_j / model.d)
-        yield n_j, row, acc, t1 - t0, time.perf_counter() - t1
+            row.update(seed=seed, n=n_j, alpha=n_j / model.d, config=config.digest())
+        t2 = time.perf_counter()
+        yield n_j, row, t1 - t0, t2 - t1
+        t0 = time.perf_counter()
 
 
 def curve_task(config, seed: int, *, checkpoints: Sequence[int] | None = None, state=None, have=(),
@@ -627,12 +627,14 @@ def curve_task(config, seed: int, *, checkpoints: Sequence[int] | None = None, s
     config : hmi_fast.experiments.CurveConfig
     seed : int
     checkpoints : sequence of int, optional
-        The checkpoints of ``config`` to reach in this task (default: all).
-        Those at or below the rows ``state`` holds are skipped.
+        The checkpoints of ``config`` to reach in this task (default: all),
+        in one pass of the engine. Those below the rows ``state`` holds are
+        skipped; one equal to it is analysed unless it is in ``have``.
     state : dict, optional
         Where to start: an accumulator :meth:`~hmi_fast.SpectralAccumulator.state`
         (e.g. read from a run folder), or the result of a previous
-        ``curve_task`` (its ``"state"`` is used). Default: no rows yet.
+        ``curve_task`` (its ``"state"`` is used and its rows count as
+        written). Default: no rows yet.
     have : collection of int
         Checkpoints whose rows are already written: reached but not analysed.
     threads : int or None
@@ -641,8 +643,8 @@ def curve_task(config, seed: int, *, checkpoints: Sequence[int] | None = None, s
     Returns
     -------
     dict
-        ``{"seed", "rows": [one dict per analysed checkpoint, as in the run
-        folder's rows/seed_*.jsonl], "n": rows held, "done": whether the last
+        ``{"seed", "rows": [one dict per analysed checkpoint, the rows
+        ``run_seed`` writes (without their checksum)], "n": rows held, "done": whether the last
         checkpoint of config was reached, "state": the accumulator's state,
         "stream_s", "analysis_s"}``.
 
@@ -661,17 +663,19 @@ def curve_task(config, seed: int, *, checkpoints: Sequence[int] | None = None, s
     unknown = sorted(set(cps) - set(cps_all))
     if unknown:
         raise ValueError(f"checkpoints: {unknown} are not checkpoints of the config ({cps_all})")
-    if isinstance(state, dict) and "rows" in state and "state" in state:
+    have = {int(h) for h in have}
+    if isinstance(state, dict) and "rows" in state and "state" in state:  # a previous stretch: its rows are done
+        have |= {int(r["n"]) for r in state["rows"]}
         state = state["state"]
     if state is None:
-        acc = SpectralAccumulator(config.d, preprocess=config.preprocess, dtype=config.dtype, center=config.center,
-                                  block_size=config.block_size)
+        from .experiments import _new_accumulator
+
+        acc = _new_accumulator(config)
     else:
         acc = SpectralAccumulator.from_state(state)
-    have = {int(h) for h in have}
     rows, stream_s, analysis_s = [], 0.0, 0.0
     with _config.threads(threads):
-        for _, row, acc, ts, ta in _curve_steps(config, seed, sorted(cps), acc, have):
+        for _, row, ts, ta in _curve_steps(config, seed, sorted(cps), acc, have):
             stream_s += ts
             analysis_s += ta
             if row is not None:
@@ -680,13 +684,15 @@ def curve_task(config, seed: int, *, checkpoints: Sequence[int] | None = None, s
             "stream_s": stream_s, "analysis_s": analysis_s}
 
 
-def curve_results(client, config, seeds: Sequence[int], *, resume=None, per_checkpoint: bool = True,
+def curve_results(client, config, seeds: Sequence[int], *, resume=None, per_checkpoint: bool = False,
                   threads: int = 1) -> Iterator[dict]:
     """Run seeds of a learning curve on a cluster; yield each task's result for the client to write.
 
-    Every seed is a chain of :func:`curve_task` calls, one per remaining
-    checkpoint (``per_checkpoint=True``, resumable at every checkpoint as a
-    local run) or one for the whole seed. All tasks are submitted when this
+    Every seed is one :func:`curve_task` (default: one engine pass, the rows
+    of a local run bit for bit) or, with ``per_checkpoint=True``, a chain of
+    them, one per remaining checkpoint: the client then gets a state to save
+    at every checkpoint, but each stretch is its own pass, so the last bits
+    of the rows can differ from a one-pass run. All tasks are submitted when this
     function is called (call it once per config to run several configs at
     once, then read the generators). Results come back as tasks finish,
     in checkpoint order within a seed; the caller is the only writer: append
@@ -703,7 +709,7 @@ def curve_results(client, config, seeds: Sequence[int], *, resume=None, per_chec
         ``{seed: (state or None, have)}``: a saved accumulator state and the
         checkpoints whose rows are already written.
     per_checkpoint : bool
-        One task per checkpoint (default) or one per seed.
+        One task per checkpoint, or one per seed (default).
     threads : int
         Numba and BLAS threads of each task.
 
@@ -714,7 +720,8 @@ def curve_results(client, config, seeds: Sequence[int], *, resume=None, per_chec
     >>> from hmi_fast.distributed import curve_results
     >>> cfg = CurveConfig(d=20, m_star=2, alphas=(5.0, 20.0), seeds=(0, 1), max_components=3)
     >>> with Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=":0") as client:
-    ...     done = sorted((r["seed"], r["n"]) for r in curve_results(client, cfg, cfg.seeds))
+    ...     done = sorted((row["seed"], row["n"]) for res in curve_results(client, cfg, cfg.seeds)
+    ...                   for row in res["rows"])
     >>> done
     [(0, 100), (0, 400), (1, 100), (1, 400)]
     """
@@ -727,7 +734,7 @@ def curve_results(client, config, seeds: Sequence[int], *, resume=None, per_chec
     for s in seeds:
         state, have = resume.get(s, (None, ()))
         held = 0 if state is None else int(np.asarray(state["n"]))
-        todo = [c for c in cps if c > held]
+        todo = [c for c in cps if c > held or (c == held and c not in set(have))]
         if not todo:
             continue
         steps = [[c] for c in todo] if per_checkpoint else [todo]
