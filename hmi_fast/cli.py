@@ -10,6 +10,7 @@ and the full summary (with its provenance record) to a JSON file.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import shlex
 import sys
@@ -295,15 +296,20 @@ def _figure(args) -> int:
     threads = args.threads if args.threads is not None or not args.quick else 1
     common = dict(quick=args.quick, progress=not args.no_progress, log=_log, command=args.command)
     engine = dict(dtype=args.dtype, threads=threads)
+    if (args.scheduler is not None or args.dask_local is not None) and args.which not in ("1", "thresholds"):
+        args.parser.error("argument --scheduler/--dask-local: only figures 1 and thresholds run on a cluster")
     if args.which == "1":
-        summary = figures.figure1(args.out, seeds=seeds, workers=args.workers, **engine, **common)
+        with _dask_client(args) as client:
+            summary = figures.figure1(args.out, seeds=seeds, workers=args.workers, client=client, **engine, **common)
     elif args.which == "2":
         summary = figures.figure2(args.out, seed=args.seed, **engine, **common)
     elif args.which == "3":
         summary = figures.figure3(args.out, seed=args.seed, max_components=args.max_components or 40, **engine,
                                   **common)
     elif args.which == "thresholds":
-        summary = figures.figure_thresholds(args.out, seeds=seeds, workers=args.workers, **engine, **common)
+        with _dask_client(args) as client:
+            summary = figures.figure_thresholds(args.out, seeds=seeds, workers=args.workers, client=client, **engine,
+                                                **common)
     else:
         from . import network_figures
         from ._config import threads as thread_limit
@@ -334,8 +340,9 @@ def _curve(args) -> int:
         _usage_error(args, exc)
     _out_folder(args)
     t0 = time.time()
-    res = run_curve(cfg, args.out, workers=args.workers, progress=not args.no_progress, threads=args.threads,
-                    desc="curve, seeds", log=_log, command=args.command)
+    with _dask_client(args) as client:
+        res = run_curve(cfg, args.out, workers=args.workers, progress=not args.no_progress, threads=args.threads,
+                        desc="curve, seeds", log=_log, command=args.command, client=client)
     a, mean, se = mean_curve(res)
     model = cfg.model(args.seed)
     law = scaling_law(args.gamma, args.m_star)
@@ -410,6 +417,46 @@ def _theory(args) -> int:
     return 0
 
 
+# ------------------------------------------------------------------ Dask
+def _cluster_options(p: argparse.ArgumentParser, what: str) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help=f"{what} run as tasks on the Dask cluster at ADDRESS (e.g. tcp://10.0.0.5:8786); this "
+                        "process writes the results (needs the dask extra: pip install 'hmi_fast[dask]')")
+    g.add_argument("--dask-local", type=_positive_int, default=None, metavar="N",
+                   help=f"{what} run on a Dask LocalCluster of N worker processes started for this run")
+
+
+@contextlib.contextmanager
+def _dask_client(args):
+    """The Dask client asked for on the command line (None when none was), closed on exit."""
+    scheduler, local = getattr(args, "scheduler", None), getattr(args, "dask_local", None)
+    if scheduler is None and local is None:
+        yield None
+        return
+    option = "--scheduler" if scheduler is not None else "--dask-local"
+    if args.workers != 1:
+        args.parser.error(f"argument --workers: not with {option} (the cluster's workers run the seeds)")
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        args.parser.error(f"argument {option}: needs Dask; install the extra: pip install 'hmi_fast[dask]'")
+    if local is not None:
+        with LocalCluster(n_workers=local, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
+                Client(cluster) as client:
+            _log(f"Dask: a local cluster of {local} worker processes ({client.dashboard_link})")
+            yield client
+        return
+    try:
+        client = Client(scheduler, timeout="20s")
+    except (OSError, ValueError, TypeError) as exc:
+        args.parser.error(f"argument --scheduler: cannot reach a Dask scheduler at {scheduler!r} ({exc})")
+    with client:
+        n = len(client.scheduler_info().get("workers", {}))
+        _log(f"Dask: scheduler {scheduler}, {n} workers")
+        yield client
+
+
 # ------------------------------------------------------------------ parser
 def _engine_options(p: argparse.ArgumentParser, dtype_help: str) -> None:
     p.add_argument("--dtype", choices=["float64", "float32"], default=None,
@@ -481,6 +528,7 @@ def build_parser() -> argparse.ArgumentParser:
     fig.add_argument("--workers", type=_positive_int, default=1, metavar="N",
                      help="figures 1 and thresholds: seeds run in this many processes (default 1)")
     fig.add_argument("--no-progress", action="store_true", help="no progress bars (the plan is still printed)")
+    _cluster_options(fig, "figures 1 and thresholds: seeds")
     _engine_options(fig, "default float32 for figures 1, 2, 3 and thresholds, measured to change no k_hat and "
                          "MSE_gamma by < 2e-7 at 1.4x the speed (docs/figures.md); risk and gd: float64 only")
     fig.set_defaults(func=_figure, parser=fig)
@@ -503,6 +551,7 @@ def build_parser() -> argparse.ArgumentParser:
     curve.add_argument("--workers", type=_positive_int, default=1, metavar="N",
                        help="seeds run in this many processes (default 1)")
     curve.add_argument("--no-progress", action="store_true", help="no progress bar (the plan is still printed)")
+    _cluster_options(curve, "seeds")
     _engine_options(curve, "default float32, see docs/figures.md")
     curve.set_defaults(func=_curve, parser=curve)
 

@@ -418,8 +418,60 @@ def _run_seed_args(args):
     return run_seed(config, seed, out, threads, parent_alive)
 
 
+def _append_rows(path: Path, rows) -> None:
+    """Append rows (checksummed lines) and make them durable."""
+    with open(path, "a") as f:
+        for row in rows:
+            f.write(_runfolder.row_line(row))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _run_on_cluster(client, config: CurveConfig, out: Path, statuses, threads, bar) -> list:
+    """The seeds still to run, as tasks on a Dask cluster; this process is the only writer.
+
+    Each seed is one task (one engine pass from its saved state, the rows of a
+    local run bit for bit: :func:`hmi_fast.distributed.curve_results`); the
+    rows, markers and states it returns are written here as they arrive.
+    """
+    from . import distributed  # the only place the experiments touch Dask
+
+    resume = {}
+    for st in statuses:
+        rows_path, done_path, state_path = _runfolder.paths(out, st.seed)
+        if st.rewrite:
+            _runfolder.rewrite_rows(rows_path, st.rows)
+        done_path.unlink(missing_ok=True)
+        rows_path.parent.mkdir(parents=True, exist_ok=True)
+        state_path.parent.mkdir(parents=True, exist_ok=True)
+        resume[st.seed] = (None if st.acc is None else st.acc.state(), tuple(sorted(st.rows)))
+    report = {st.seed: {"seed": st.seed, "problems": st.problems, "resumed_from": st.start, "computed": [],
+                        "skipped": False, "seconds": 0.0, "stream_s": 0.0, "analysis_s": 0.0} for st in statuses}
+    for res in distributed.curve_results(client, config, list(resume), resume=resume, threads=threads or 1):
+        seed = res["seed"]
+        rows_path, done_path, state_path = _runfolder.paths(out, seed)
+        _append_rows(rows_path, res["rows"])
+        r = report[seed]
+        r["computed"] += [row["n"] for row in res["rows"]]
+        r["stream_s"] += res["stream_s"]
+        r["analysis_s"] += res["analysis_s"]
+        r["seconds"] = r["stream_s"] + r["analysis_s"]
+        if res["done"]:
+            _outputs.write_json(done_path, {"seed": seed, "seconds": round(r["seconds"], 3),
+                                            "stream_s": round(r["stream_s"], 3), "analysis_s": round(r["analysis_s"], 3),
+                                            "resumed_from": r["resumed_from"], "rows_computed": r["computed"],
+                                            "on": "a Dask cluster", "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
+            state_path.unlink(missing_ok=True)
+            if bar is not None:
+                bar.update(1)
+        else:
+            _runfolder.save_state(SpectralAccumulator.from_state(res["state"]), state_path, config, seed)
+    return list(report.values())
+
+
 def run_curve(config: CurveConfig, out_dir, *, workers: int = 1, progress: bool = True, threads: int | None = None,
-              desc: str = "seeds", log=None, announce: bool = True, command: str | None = None) -> CurveResult:
+              desc: str = "seeds", log=None, announce: bool = True, command: str | None = None,
+              client=None) -> CurveResult:
     """Run every seed of ``config`` (resuming what a previous run left) and write the tables.
 
     Parameters
@@ -441,6 +493,12 @@ def run_curve(config: CurveConfig, out_dir, *, workers: int = 1, progress: bool 
         Measure the speed briefly and log the estimated time before the work.
     command : str, optional
         Recorded in ``meta.json`` (default: this process's command line).
+    client : distributed.Client, optional
+        Run the seeds as tasks on this Dask cluster instead (``workers`` is
+        then ignored; ``threads`` is each task's thread count, default 1).
+        This process stays the only writer of the folder; the rows are the
+        same as a local run's, bit for bit; an interrupted run resumes
+        locally or on a cluster alike (docs/distributed.md).
 
     Returns
     -------
@@ -484,7 +542,9 @@ def run_curve(config: CurveConfig, out_dir, *, workers: int = 1, progress: bool 
                        file=sys.stderr, bar_format="{l_bar}{bar}| {n:.1f}/{total_fmt} [{elapsed}<{remaining}]")
         pool = None
         try:
-            if workers <= 1 or len(todo) <= 1:
+            if client is not None and todo:
+                timings += _run_on_cluster(client, config, out, pl.todo, threads, bar)
+            elif workers <= 1 or len(todo) <= 1:
                 for st in pl.todo:
                     span = max(1, st.missing[-1] - st.start)
 

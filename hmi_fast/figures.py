@@ -101,12 +101,13 @@ def figure1_config(quick: bool, link: str, seeds=None, dtype="float32") -> Curve
 
 
 def figure1(out_dir, *, quick=False, seeds=None, links=FIG1_LINKS, workers=1, dtype="float32", threads=None,
-            progress=True, log=None, command=None) -> dict:
+            progress=True, log=None, command=None, client=None) -> dict:
     """MSE_γ against α for several links, with the theory curve and the predicted exponent.
 
     ``seeds``: a count or a sequence (default: the paper's 70, 4 with
     ``quick``). Each link's learning curve is a resumable run in
-    ``OUT/fig1/<link>/``.
+    ``OUT/fig1/<link>/``; ``client`` (a Dask client) runs the seeds on a
+    cluster (:func:`~hmi_fast.experiments.run_curve`).
     """
     configs = {link: figure1_config(quick, link, seeds, dtype) for link in links}
     run = FigureRun(out_dir, "fig1", command=command, seeds=configs[links[0]].seeds)
@@ -120,7 +121,7 @@ def figure1(out_dir, *, quick=False, seeds=None, links=FIG1_LINKS, workers=1, dt
                 try:
                     results[link] = run_curve(cfg, run.path("") / link, workers=workers, progress=progress,
                                               threads=threads, desc=f"figure 1, {link}", log=log, announce=False,
-                                              command=command)
+                                              command=command, client=client)
                 except RunInterrupted as exc:
                     done = f" ({', '.join(links[:i])} done)" if i else ""
                     raise RunInterrupted(f"interrupted; rerun the same command to resume from seed "
@@ -333,7 +334,7 @@ def thresholds_config(quick: bool, seeds=None, dtype="float32") -> CurveConfig:
 
 
 def figure_thresholds(out_dir, *, quick=False, seeds=None, workers=1, dtype="float32", threads=None,
-                      progress=True, log=None, command=None) -> dict:
+                      progress=True, log=None, command=None, client=None) -> dict:
     """Predicted against empirical k-critical thresholds α_k (q_k > 1/2), error bars over seeds."""
     cfg = thresholds_config(quick, seeds, dtype)
     run = FigureRun(out_dir, "thresholds", command=command, seeds=cfg.seeds)
@@ -342,7 +343,7 @@ def figure_thresholds(out_dir, *, quick=False, seeds=None, workers=1, dtype="flo
             _announce(log, "thresholds", {"he2_he4": (cfg, run.path(""))}, threads)
         with run.stage("learning_curve"):
             res = run_curve(cfg, run.path(""), workers=workers, progress=progress, threads=threads,
-                            desc="thresholds, he2_he4", log=log, announce=False, command=command)
+                            desc="thresholds, he2_he4", log=log, announce=False, command=command, client=client)
         level = 0.5
         # the estimator's own recovery (directions kept by the gap rule), as the exact theory predicts it
         mean, se, count = empirical_thresholds(res, level, column="q")

@@ -283,3 +283,27 @@ def test_ctrl_c_prints_one_line_exits_130_and_resumes(tmp_path, workers):
     assert rerun.returncode == 0, rerun.stderr
     assert f"{done} already done (skipped:" in rerun.stderr
     assert len(_csv(out_dir / "curve.csv")[1]) == 4 * 10
+
+
+def test_curve_on_a_local_dask_cluster_writes_the_same_tables(capsys, tmp_path):
+    pytest.importorskip("distributed")
+    code, out, err = _run(capsys, "curve", *TINY_CURVE, "--out", str(tmp_path / "local"))
+    assert code == 0, err
+    code, out, err = _run(capsys, "curve", *TINY_CURVE, "--out", str(tmp_path / "dask"), "--dask-local", "2")
+    assert code == 0, err
+    assert "Dask: a local cluster of 2 worker processes" in err
+    for name in ("curve.csv", "recovery.csv"):
+        assert (tmp_path / "dask" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--dask-local", "2", "--workers", "2"], "argument --workers: not with --dask-local"),
+    (["--scheduler", "tcp://127.0.0.1:9", "--dask-local", "2"], "argument --dask-local: not allowed with argument --scheduler"),
+    (["--dask-local", "0"], "argument --dask-local: expected an integer >= 1, got 0"),
+    (["--scheduler", "tcp://127.0.0.1:9"], "argument --scheduler: cannot reach a Dask scheduler at 'tcp://127.0.0.1:9'"),
+])
+def test_cluster_options_refused_with_the_reason(capsys, tmp_path, argv, message):
+    pytest.importorskip("distributed")
+    code, out, err = _run(capsys, "curve", *TINY_CURVE, "--out", str(tmp_path), *argv)
+    assert code == 2 and message in err, err
+    assert "Traceback" not in err

@@ -305,6 +305,23 @@ def test_curve_results_on_the_cluster(client):
 
 
 # ------------------------------------------------------------------ bad input
+def test_run_curve_on_the_cluster_writes_what_a_local_run_writes(client, tmp_path):
+    """run_curve(client=): the client is the only writer; tables equal a local run's byte for byte, also when
+    resuming a folder a local run left half done (a seed interrupted after its first checkpoint)."""
+    local, remote = tmp_path / "local", tmp_path / "remote"
+    run_curve(CURVE, local, progress=False, announce=False)
+    first = CurveConfig(**{**CURVE.__dict__, "seeds": (0,)})
+    run_curve(first, remote, progress=False, announce=False)  # seed 0 done here, the rest on the cluster
+    rows = remote / "rows" / "seed_0.jsonl"
+    rows.write_text(rows.read_text().splitlines(keepends=True)[0])  # cut after the first checkpoint
+    (remote / "rows" / "seed_0.done").unlink()
+    res = run_curve(CURVE, remote, progress=False, announce=False, client=client)
+    assert (remote / "curve.csv").read_bytes() == (local / "curve.csv").read_bytes()
+    assert (remote / "recovery.csv").read_bytes() == (local / "recovery.csv").read_bytes()
+    assert {t["seed"] for t in res.timings if not t.get("skipped")} == set(CURVE.seeds)
+    assert not list((remote / "state").glob("*.npz"))  # states are dropped once a seed is done
+
+
 def test_dask_array_not_chunked_by_rows_only(client, data):
     X, y = data
     with pytest.raises(ValueError, match=r"X: must be chunked by rows only .* rechunk it with X.rechunk\(\{1: -1\}\)"):
