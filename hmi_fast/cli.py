@@ -448,7 +448,7 @@ def _dask_client(args):
             yield client
         return
     try:
-        client = Client(scheduler, timeout="20s")
+        client = Client(scheduler)  # waits as long as Dask's distributed.comm.timeouts.connect says (30 s)
     except (OSError, ValueError, TypeError) as exc:
         args.parser.error(f"argument --scheduler: cannot reach a Dask scheduler at {scheduler!r} ({exc})")
     with client:

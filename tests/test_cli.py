@@ -304,6 +304,9 @@ def test_curve_on_a_local_dask_cluster_writes_the_same_tables(capsys, tmp_path):
 ])
 def test_cluster_options_refused_with_the_reason(capsys, tmp_path, argv, message):
     pytest.importorskip("distributed")
-    code, out, err = _run(capsys, "curve", *TINY_CURVE, "--out", str(tmp_path), *argv)
+    import dask
+
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):  # nothing listens on port 9
+        code, out, err = _run(capsys, "curve", *TINY_CURVE, "--out", str(tmp_path), *argv)
     assert code == 2 and message in err, err
     assert "Traceback" not in err
