@@ -125,3 +125,41 @@ def test_partition(benchmark, client, model, where):
             return hd._model_part(hd._model_params(model), 0, PART, OPTIONS, 1)
     func(model)
     benchmark.pedantic(func, setup=fresh_models(), rounds=ROUNDS, iterations=1)
+
+
+CURVE_SEEDS = 8
+CURVE_D = 500 if FULL else 40
+
+
+@pytest.mark.parametrize("impl", ["workers-2-processes", "dask-local-2-workers"])
+def test_learning_curve(benchmark, client, tmp_path_factory, impl):
+    """A learning curve of 8 seeds: ``run_curve(workers=2)`` (a process pool) against ``run_curve(client=)`` on the
+    LocalCluster of 2 workers × 1 thread (what ``--workers 2`` and ``--dask-local 2`` run); the tables must be the
+    same, byte for byte."""
+    from hmi_fast.experiments import CurveConfig, run_curve
+
+    benchmark.group = f"curve|d={CURVE_D},{CURVE_SEEDS} seeds"
+    alphas = (2.0, 5.0, 14.0, 37.0, 100.0, 270.0, 500.0) if FULL else (5.0, 20.0)
+    rounds = iter(range(10**6))
+
+    def setup():  # a fresh folder and fresh seeds each round: nothing is skipped, nothing cached
+        r = next(rounds)
+        cfg = CurveConfig(d=CURVE_D, m_star=10, gamma=1.3, alphas=alphas,
+                          seeds=tuple(range(100 * r, 100 * r + CURVE_SEEDS)), max_components=20 if FULL else 5)
+        return (cfg, tmp_path_factory.mktemp(f"{impl}-{r}")), {}
+
+    def func(cfg, out):
+        if impl.startswith("workers"):
+            return run_curve(cfg, out, workers=2, threads=1, progress=False, announce=False)
+        return run_curve(cfg, out, client=client, threads=1, progress=False, announce=False)
+
+    benchmark.pedantic(func, setup=setup, rounds=ROUNDS, iterations=1)
+    # the same seeds through the other path give the same bytes
+    cfg, out = setup()[0]
+    other = tmp_path_factory.mktemp("other")
+    func(cfg, out)
+    if impl.startswith("workers"):
+        run_curve(cfg, other, client=client, threads=1, progress=False, announce=False)
+    else:
+        run_curve(cfg, other, workers=2, threads=1, progress=False, announce=False)
+    assert (out / "curve.csv").read_bytes() == (other / "curve.csv").read_bytes()
