@@ -13,7 +13,7 @@ import pytest
 from scipy.linalg import blas
 
 import hmi_fast
-from hmi_fast.accumulate import _syrk_func
+from hmi_fast.accumulator import _syrk_func
 
 from .conftest import FULL
 

@@ -2,7 +2,7 @@
 
 from ._config import threads  # noqa: I001  (first: sets the OpenMP wait policy before numba loads it)
 from . import metrics, theory
-from .accumulate import SpectralAccumulator
+from .accumulator import SpectralAccumulator
 from .eigen import ConvergenceWarning, EighResult, topk_eigh
 from .engine import accumulate, spectral_matrices, spectral_matrix
 from .estimator import SpectralEstimator

@@ -1,21 +1,32 @@
 """Package-wide configuration: numba flags, block size, threads.
 
-This module is imported first by :mod:`hmi_fast`. Before numba's OpenMP
-runtime (GNU libgomp) is loaded it bounds how long the OpenMP workers
-busy-wait after a parallel kernel: ``GOMP_SPINCOUNT=10000``, about 0.3 ms
-here, then they sleep. Two workloads pull opposite ways:
+What importing hmi_fast changes in the process
+----------------------------------------------
+Only this, and ``HMI_FAST_THREAD_TUNING=0`` turns all of it off:
 
-* the streaming engine runs a numba kernel and then a BLAS-3 call on both
-  cores; workers that keep spinning take a core from the BLAS (OpenMP's
-  default active policy: 1.7-2x slower);
-* the eigensolver calls numba kernels every 0.1-0.5 ms; a worker that went
-  to sleep costs a wake-up per call and, on a virtual machine, runs on a
-  vCPU the host has slowed down (``OMP_WAIT_POLICY=PASSIVE``: the solve is
-  1.4x slower).
-
-A spin of about 0.3 ms keeps the workers awake through the solver's gaps
-and costs the engine a fraction of a millisecond per block (within noise;
-``benchmarks/threading_layers.py`` measures both workloads).
+* **OpenMP spin.** numba's OpenMP workers (GNU libgomp) busy-wait after a
+  parallel kernel; two workloads pull opposite ways: the streaming engine
+  runs a numba kernel and then a BLAS-3 call on both cores (workers that
+  keep spinning take a core from the BLAS: OpenMP's default active policy
+  is 1.7-2x slower), while the eigensolver calls numba kernels every
+  0.1-0.5 ms (workers that sleep at once cost a wake-up per call:
+  ``OMP_WAIT_POLICY=PASSIVE`` makes the solve 1.3x slower). A spin of about
+  0.3 ms (``GOMP_SPINCOUNT=10000``) serves both
+  (``benchmarks/threading_layers.py`` measures them). libgomp reads this
+  only when it loads, so at import hmi_fast sets the variable, loads numba's
+  threading layer (about 10 ms), and removes the variable again: child
+  processes do not inherit it. Nothing is done when you set
+  ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` yourself, or when libgomp was
+  already loaded (it would have no effect then); :func:`describe` reports
+  which case applied (``openmp_spin``).
+* **BLAS threads during a dense Lanczos solve.** While
+  :func:`~hmi_fast.topk_eigh` iterates on a dense matrix its products run on
+  numba's threads and every BLAS call is small, so the solve limits the BLAS
+  to one thread (an idle OpenBLAS thread spins ~0.1 s after each call and
+  takes numba's second core). BLAS limits are process-wide (a property of
+  OpenBLAS); they go through :func:`blas_threads`, which nests correctly
+  across Python threads and restores the counts the process had when the
+  last limit ends. Dense LAPACK solves and the engine are not limited.
 
 Environment overrides
 ---------------------
@@ -28,6 +39,9 @@ Environment overrides
     Memory of one block buffer when the block size is not set.
 ``HMI_FAST_CACHE``
     ``0`` disables numba's on-disk cache (default on).
+``HMI_FAST_THREAD_TUNING``
+    ``0``: no OpenMP spin setting, no BLAS limit during solves, no check of
+    busy threads before a solve (see above).
 ``OMP_WAIT_POLICY``, ``GOMP_SPINCOUNT``
     When the user sets either, both are left alone.
 """
@@ -39,14 +53,49 @@ import os
 #: spins of an idle OpenMP worker before it sleeps (libgomp: about 26 us per 1000 here).
 SPINCOUNT = 10000
 
-if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+#: whether the package tunes threads at all (``HMI_FAST_THREAD_TUNING=0`` turns it off).
+THREAD_TUNING = os.environ.get("HMI_FAST_THREAD_TUNING", "1").strip() != "0"
+
+
+def _libgomp_loaded() -> bool:
+    try:
+        with open("/proc/self/maps") as f:
+            return "libgomp" in f.read()
+    except OSError:  # not Linux: cannot tell
+        return False
+
+
+def _apply_openmp_spin() -> str:
+    """Set the OpenMP spin for numba's workers when that can take effect; returns what happened."""
+    if not THREAD_TUNING:
+        return "off (HMI_FAST_THREAD_TUNING=0)"
+    if "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ:
+        return "left to the user's OMP_WAIT_POLICY/GOMP_SPINCOUNT"
+    if _libgomp_loaded():
+        return "not applied: libgomp was loaded before hmi_fast"
     os.environ["GOMP_SPINCOUNT"] = str(SPINCOUNT)
+    try:
+        import numba
+        from numba.np.ufunc import parallel
+
+        parallel._launch_threads()  # libgomp (if numba uses it) reads the variable now
+        layer = numba.threading_layer()
+    except Exception as exc:  # pragma: no cover - numba internals changed: fall back to leaving it set
+        return f"GOMP_SPINCOUNT={SPINCOUNT} left in the environment ({type(exc).__name__})"
+    del os.environ["GOMP_SPINCOUNT"]
+    if layer != "omp":
+        return f"not needed: numba uses its {layer} threading layer"
+    return f"GOMP_SPINCOUNT={SPINCOUNT} applied when libgomp loaded"
+
+
+#: what was done about the OpenMP spin at import (see the module docstring).
+OPENMP_SPIN = _apply_openmp_spin()
 
 import contextlib  # noqa: E402
+import threading  # noqa: E402
 from typing import Iterator  # noqa: E402
 
 import numba  # noqa: E402
-from threadpoolctl import threadpool_limits  # noqa: E402
 
 #: numba's fast-math flags without ``nnan``/``ninf`` so NaN checks still work.
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
@@ -100,16 +149,82 @@ def jit(**kwargs):
 
 
 def get_num_threads() -> int:
-    """Number of threads numba kernels use now."""
+    """Number of threads numba kernels use now (in this Python thread)."""
     return numba.get_num_threads()
+
+
+_CONTROLLER = None
+_BLAS_LOCK = threading.Lock()
+_BLAS_ACTIVE: list = []  # the limits in force, one entry per open blas_threads scope
+_BLAS_SAVED: list = []  # (library controller, thread count) before the first scope opened
+
+
+def _controller():
+    global _CONTROLLER
+    if _CONTROLLER is None:
+        from threadpoolctl import ThreadpoolController
+
+        import numpy  # noqa: F401  (loads NumPy's BLAS)
+        import scipy.linalg  # noqa: F401  (and SciPy's)
+
+        _CONTROLLER = ThreadpoolController()
+    return _CONTROLLER
+
+
+def _blas_libraries():
+    return [lc for lc in _controller().lib_controllers if lc.user_api == "blas"]
+
+
+@contextlib.contextmanager
+def blas_threads(n: int | None) -> Iterator[None]:
+    """Limit every loaded BLAS to ``n`` threads in the body (``None``: no change).
+
+    BLAS thread counts belong to the whole process. Scopes opened by several
+    Python threads at once nest: the limit in force is the smallest open one,
+    and when the last scope closes every library gets back the count it had
+    before the first opened (also when a body raises).
+    """
+    if n is None:
+        yield
+        return
+    with _BLAS_LOCK:
+        if not _BLAS_ACTIVE:
+            _BLAS_SAVED[:] = [(lc, lc.num_threads) for lc in _blas_libraries()]
+        _BLAS_ACTIVE.append(int(n))
+        _set_blas(min(_BLAS_ACTIVE))
+    try:
+        yield
+    finally:
+        with _BLAS_LOCK:
+            _BLAS_ACTIVE.remove(int(n))
+            if _BLAS_ACTIVE:
+                _set_blas(min(_BLAS_ACTIVE))
+            else:
+                for lc, count in _BLAS_SAVED:
+                    _set_library(lc, count)
+                _BLAS_SAVED.clear()
+
+
+def _set_blas(n: int) -> None:
+    for lc, count in _BLAS_SAVED:
+        _set_library(lc, min(n, count))
+
+
+def _set_library(lc, n: int) -> None:
+    # threadpoolctl lets only one "controlling" Python thread change OpenBLAS's pthreads pool and ignores
+    # the others; blas_threads already serialises every change under its own lock, so set it directly.
+    setter = getattr(lc, "_real_set_num_threads", None) or lc.set_num_threads
+    setter(n)
 
 
 @contextlib.contextmanager
 def threads(n: int | None) -> Iterator[int]:
     """Limit numba's and the BLAS's thread pools together.
 
-    Both pools are restored on exit, also when the body raises. ``None``
-    leaves the current settings unchanged.
+    numba's count is per Python thread; the BLAS count is process-wide and
+    nests across threads (see :func:`blas_threads`). Both are restored on
+    exit, also when the body raises. ``None`` leaves the current settings
+    unchanged.
 
     Parameters
     ----------
@@ -134,7 +249,7 @@ def threads(n: int | None) -> Iterator[int]:
     previous = numba.get_num_threads()
     numba.set_num_threads(n)
     try:
-        with threadpool_limits(limits=n):
+        with blas_threads(n):
             yield n
     finally:
         numba.set_num_threads(previous)
@@ -170,6 +285,8 @@ def describe() -> dict:
         "numba_threading_layer": layer,
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "gomp_spincount": os.environ.get("GOMP_SPINCOUNT"),
+        "openmp_spin": OPENMP_SPIN,
+        "thread_tuning": THREAD_TUNING,
         "blas": [
             {k: i.get(k) for k in ("internal_api", "version", "architecture", "num_threads")} for i in info
         ],

@@ -7,7 +7,6 @@ an ``_Operator`` after checking shape, dtype, finiteness and symmetry.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import numbers
 import os
@@ -172,27 +171,6 @@ def _dot_rows(A, Xt, Yt, scale):
 
 
 # ---------------------------------------------------------------- BLAS threads
-
-_CONTROLLER = None
-
-
-def _controller():
-    global _CONTROLLER
-    if _CONTROLLER is None:
-        from threadpoolctl import ThreadpoolController
-
-        _CONTROLLER = ThreadpoolController()
-    return _CONTROLLER
-
-
-@contextlib.contextmanager
-def _blas_threads(n):
-    if n is None:
-        yield
-        return
-    with _controller().limit(limits=n, user_api="blas"):
-        yield
-
 
 # ---------------------------------------------------------------- operator wrapper
 

@@ -28,21 +28,72 @@ def check_dtype(dtype, name: str = "dtype") -> np.dtype:
     return dt
 
 
+def check_bool(value, name: str) -> bool:
+    """A real bool (``np.bool_`` too); anything else is a TypeError naming the argument."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise TypeError(f"{name}: must be True or False, got {value!r}")
+
+
+def check_finite_float(value, name: str, *, positive: bool = False) -> float:
+    """A finite real number (not a bool); ``positive`` also requires > 0."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: must be a {'positive ' if positive else ''}finite number, got {value!r}")
+    value = float(value)
+    if not np.isfinite(value) or (positive and value <= 0):
+        raise ValueError(f"{name}: must be a {'positive ' if positive else ''}finite number, got {value!r}")
+    return value
+
+
+def check_center(center):
+    """``center=``: False (none), True (the exact mean of τ over the rows), or a finite float μ."""
+    if isinstance(center, (bool, np.bool_)):
+        return bool(center)
+    if isinstance(center, numbers.Real):
+        return check_finite_float(center, "center")
+    raise TypeError(f"center: must be True, False or a finite number, got {center!r}")
+
+
+def _refuse_container(X, name: str) -> None:
+    """Clear errors for inputs NumPy would turn into something wrong or unreadable."""
+    if isinstance(X, np.ma.MaskedArray):
+        keep = f"{name}[~{name}.mask.any(axis=1)]" if X.ndim == 2 else f"{name}[~{name}.mask]"
+        raise TypeError(
+            f"{name}: masked arrays are not supported (the mask would be ignored); drop or impute the masked "
+            f"entries first, e.g. {name}.filled(value) or {keep}"
+        )
+    if hasattr(X, "tocsr") and hasattr(X, "nnz"):
+        raise TypeError(f"{name}: sparse matrices are not supported; pass a dense array, e.g. {name}.toarray()")
+
+
 def check_float_array(X, name: str, ndim: int) -> np.ndarray:
     """Return ``X`` as an ndarray of float32/float64 with ``ndim`` dimensions.
 
-    Integer and boolean input is converted once to float64 (documented);
-    anything else (complex, object, float16) is rejected.
+    Integer and boolean input is converted once to float64, and non-native
+    byte order to native (both documented, both a copy); masked, sparse,
+    complex, object and float16 input is rejected with a message that says
+    how to convert it.
     """
+    _refuse_container(X, name)
     if not isinstance(X, np.ndarray):
-        X = np.asarray(X)
+        try:
+            X = np.asarray(X)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{name}: cannot be read as a numeric array ({exc}); pass a float array") from None
     if X.ndim != ndim:
         what = "a 2-D array of shape (n_samples, n_features)" if ndim == 2 else "a 1-D array of shape (n_samples,)"
         raise ValueError(f"{name}: expected {what}, got an array with {X.ndim} dimension(s) of shape {X.shape}")
+    if X.dtype.kind == "f" and X.dtype.itemsize in (4, 8) and not X.dtype.isnative:
+        X = X.astype(X.dtype.newbyteorder("="))
     if X.dtype in SUPPORTED_DTYPES:
         return X
     if X.dtype.kind in "iub":
         return X.astype(np.float64)
+    if X.dtype == object:
+        raise TypeError(
+            f"{name}: object array (mixed types or missing values, e.g. a DataFrame with NA); convert it with "
+            f"np.asarray({name}, dtype=np.float64) after handling missing values"
+        )
     raise TypeError(f"{name}: unsupported dtype {X.dtype}; convert to np.float32 or np.float64")
 
 

@@ -49,13 +49,13 @@ def _demo(args) -> int:
         t0 = time.perf_counter()
         accumulate(HMIModel(8, 1, 1.0), n=64)  # compile (or load from the cache)
         t1 = time.perf_counter()
-        acc, to_T = accumulate(model, n=n, preprocess=args.preprocess, dtype=np.dtype(args.dtype))
-        T = to_T(acc.finalize())
+        acc = accumulate(model, n=n, preprocess=args.preprocess, dtype=np.dtype(args.dtype))
+        T = acc.finalize()
         t2 = time.perf_counter()
         res = topk_eigh(T, 2 * per_end, which="BE") if args.d >= 2 else topk_eigh(T, 1)
         t3 = time.perf_counter()
         sel = select_components(res.values, d=args.d, n=n, tau_mean=acc.weight_mean, tau_sq_mean=acc.weight_sq_mean)
-        W_hat = res.vectors[:, sel.index]
+        W_hat = res.vectors[:, sel.index].T
         q = metrics.recovery(W_hat, model.W)
         mse = metrics.weighted_mse(W_hat, model.W, model.a)
         t4 = time.perf_counter()

@@ -134,11 +134,11 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg as sla
 
+from . import _config
 from ._operator import (  # noqa: F401  (SYMMETRY_RTOL re-exported)
     SYMMETRY_RTOL,
     WHICH,
     _as_operator,
-    _blas_threads,
     _check_k,
     _check_v0,
     _Cores,
@@ -301,7 +301,9 @@ def topk_eigh(A, k, *, which="LA", tol=1e-10, max_iter=None, block_size=None, se
     shape = A.shape if isinstance(A, np.ndarray) and A.ndim == 2 else None
     # numba's threads for this solve: one while another thread of the process keeps a core
     # busy (see "Threads" above); restored on return
-    cores = _Cores() if shape is not None and shape[0] > DENSE_MAX_D else None
+    lanczos = (shape is not None and isinstance(k, numbers.Integral) and not isinstance(k, bool)
+               and which in WHICH and 1 <= k <= shape[0] and not _dense_solver(shape[0], int(k), which, method))
+    cores = _Cores() if (lanczos and _config.THREAD_TUNING) else None
     try:
         return _topk_dense_or_lanczos(A, k, which, tol, max_iter, block_size, seed, v0, residual_tol, method,
                                       shape, cores)
@@ -347,7 +349,7 @@ def _topk_dense_or_lanczos(A, k, which, tol, max_iter, block_size, seed, v0, res
         P0[:, : V0.shape[1]] = V0
     # Dense A: numba's threads do the products (and the projections against the basis);
     # everything else is small and runs on one BLAS thread (see "Threads" above)
-    with _blas_threads(1 if op.kind == "dense" else None):
+    with _config.blas_threads(1 if (op.kind == "dense" and _config.THREAD_TUNING) else None):
         return _solve(op, n_top, n_bot, tols, tol, residual_tol, max_iter, k, b, m_max, rng, P0)
 
 
@@ -444,7 +446,7 @@ def _dense(op, n_top, n_bot):
 
     Up to d = 256 on one BLAS thread: faster there than several.
     """
-    with _blas_threads(1 if op.d <= 256 else None):
+    with _config.blas_threads(1 if (op.d <= 256 and _config.THREAD_TUNING) else None):
         return _dense_kernel(op, n_top, n_bot)
 
 

@@ -1,4 +1,12 @@
-"""One call from any data source to the spectral matrix ``T`` (docs/engine.md)."""
+"""One call from any data source to the spectral matrix ``T`` (docs/engine.md).
+
+Every streaming consumer of the package (the functions below, the
+estimator, the experiments, the network, the distributed reduction) goes
+through :func:`iter_accumulate`: it opens the source, checks everything
+before the first row is read, feeds blocks to a
+:class:`~hmi_fast.SpectralAccumulator` (a new one, or one to continue) and
+stops at checkpoints.
+"""
 
 from __future__ import annotations
 
@@ -7,88 +15,212 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from ._validation import check_dtype, check_positive_int
-from .accumulate import SpectralAccumulator
+from .accumulator import SpectralAccumulator
 from .sources import open_source
 
 
 def _check_checkpoints(checkpoints, n_total):
+    if isinstance(checkpoints, (str, bytes)) or not hasattr(checkpoints, "__iter__"):
+        raise TypeError(
+            f"checkpoints: must be a sequence of increasing sample counts, e.g. [1000, 5000], got {checkpoints!r}"
+        )
     cps = [check_positive_int(c, "checkpoints") for c in checkpoints]
     if not cps:
         raise ValueError("checkpoints: give at least one sample count, or None")
     if any(b <= a for a, b in zip(cps, cps[1:])):
         raise ValueError(f"checkpoints: must be strictly increasing, got {cps}")
     if n_total is not None and cps[-1] > n_total:
-        raise ValueError(f"checkpoints: the last one ({cps[-1]}) is beyond n={n_total}; the data has {n_total} rows")
+        raise ValueError(
+            f"checkpoints: the last one ({cps[-1]}) is beyond the {n_total} rows the accumulator will hold"
+        )
     return cps
 
 
-def _one_pass(source, y, *, checkpoints, preprocess, center, block_size, dtype, n):
-    """Yield ``(n_j, T_j)`` at each checkpoint; with ``checkpoints=None``, once at the end."""
+_UNSET = object()
+
+
+def _plan(source, y, *, preprocess, center, block_size, dtype, n, start, accumulator, moments, exact_mean):
+    """Open the source and make (or check) the accumulator; returns (accumulator, source)."""
     if block_size is not None:
         check_positive_int(block_size, "block_size")
     compute = None if dtype is None else check_dtype(dtype)
-    blocks, d, n_total, src_dtype, post = open_source(source, y, n=n, block_size=block_size, dtype=compute)
-    cps = None if checkpoints is None else _check_checkpoints(checkpoints, n_total)
-    compute = compute if compute is not None else src_dtype
-    acc = None
+    if accumulator is not None:
+        if not isinstance(accumulator, SpectralAccumulator):
+            raise TypeError(f"accumulator: expected a SpectralAccumulator, got {type(accumulator).__name__}")
+        given = {k: v for k, v in (("preprocess", preprocess), ("center", center), ("moments", moments))
+                 if v is not _UNSET}
+        if given:
+            raise ValueError(
+                f"accumulator: it already fixes {sorted(given)}; leave them out when continuing an accumulator"
+            )
+        if compute is not None and compute != accumulator.dtype:
+            raise ValueError(f"dtype: the accumulator computes in {accumulator.dtype.name}; leave dtype out or match it")
+        compute = accumulator.dtype
+    # a model streams latent rows unless the accumulator already holds sums of x
+    latent = accumulator is None or accumulator.n == 0 or accumulator.frame is not None
+    src = open_source(source, y, n=n, start=start, block_size=block_size, dtype=compute, latent=latent)
+    if accumulator is not None and src.frame is not None and accumulator.n and src.frame != accumulator.frame:
+        src = open_source(source, y, n=n, start=start, block_size=block_size, dtype=compute, latent=False)
+    if accumulator is None:
+        preprocess = "saturating" if preprocess is _UNSET else preprocess
+        center = False if center is _UNSET else center
+        moments = False if moments is _UNSET else moments
+        if compute is None:
+            compute = np.float32 if src.dtype == np.float32 else np.float64
+        if center is True and exact_mean and src.labels is not None and src.d is not None:
+            # every label is known before the pass: centre by their exact mean without keeping the Gram
+            from .preprocess import resolve_preprocess
+
+            tau = resolve_preprocess(preprocess)
+            center = float(np.mean(tau.weights(np.asarray(src.labels, dtype=np.float64))))
+        if src.d is None:  # an iterable: the first block tells the width
+            return _LazyAccumulator(dict(preprocess=preprocess, dtype=compute, center=center,
+                                         block_size=block_size, moments=moments)), src
+        if src.d != 0 and src.d is not None:
+            accumulator = SpectralAccumulator(src.d, preprocess=preprocess, dtype=compute, center=center,
+                                              block_size=block_size, moments=moments, frame=None)
+    elif src.d is not None and src.d != accumulator.d:
+        raise ValueError(f"X: has {src.d} columns but the accumulator has d={accumulator.d}")
+    return accumulator, src
+
+
+class _LazyAccumulator:
+    """Stands for the accumulator of an iterable source until its first block gives d."""
+
+    def __init__(self, options):
+        self.options = options
+        self.acc = None
+
+    def get(self, Xb):
+        if self.acc is None:
+            Xb = np.asarray(Xb)
+            if Xb.ndim != 2:
+                raise ValueError(f"X: expected a 2-D array of shape (n_samples, n_features), got shape {Xb.shape}")
+            if Xb.shape[1] == 0:
+                raise ValueError("X: has no columns (d = 0); T needs at least one feature")
+            self.acc = SpectralAccumulator(Xb.shape[1], **self.options)
+        return self.acc
+
+
+def _blocks(acc, src):
+    lazy = isinstance(acc, _LazyAccumulator)
+    for Xb, yb, _ in src.blocks:
+        a = acc.get(Xb) if lazy else acc
+        yield a, Xb, yb
+
+
+def iter_accumulate(
+    source,
+    y=None,
+    *,
+    checkpoints: Sequence[int],
+    preprocess=_UNSET,
+    center=_UNSET,
+    moments=_UNSET,
+    block_size: int | None = None,
+    dtype=None,
+    n: int | None = None,
+    start: int = 0,
+    accumulator: SpectralAccumulator | None = None,
+) -> Iterator[tuple[int, SpectralAccumulator]]:
+    """Stream ``source`` into an accumulator and yield ``(n_j, accumulator)`` at each checkpoint.
+
+    The accumulator yielded is the live one: finalize it, save its
+    :meth:`~hmi_fast.SpectralAccumulator.state` or copy it, but do not update
+    it before the next step. Checkpoints count the rows the accumulator
+    holds, including any it held before (``accumulator=``). Arguments are
+    checked when this function is called, before any row is read.
+
+    Parameters
+    ----------
+    source, y, block_size, dtype
+        As in :func:`spectral_matrix`.
+    checkpoints : sequence of int
+        Strictly increasing row counts.
+    preprocess, center, moments
+        Options of a new accumulator (defaults ``"saturating"``, ``False``,
+        ``False``; see :class:`~hmi_fast.SpectralAccumulator`). Leave them
+        out with ``accumulator=``.
+    n : int, optional
+        Rows to read from ``start`` (required for a model).
+    start : int
+        First row of a random-access source (array, file, model) to read.
+    accumulator : SpectralAccumulator, optional
+        Continue this accumulator: the rows read are added to it. To resume
+        a model's stream where the accumulator stopped, pass
+        ``start=accumulator.n``.
+
+    Examples
+    --------
+    >>> from hmi_fast import HMIModel
+    >>> from hmi_fast.engine import iter_accumulate
+    >>> model = HMIModel(d=20, m_star=2, gamma=1.0, seed=0)
+    >>> [(n, acc.n) for n, acc in iter_accumulate(model, n=300, checkpoints=[100, 300])]
+    [(100, 100), (300, 300)]
+    """
+    if checkpoints is None:
+        raise ValueError("checkpoints: give a strictly increasing sequence of row counts")
+    acc, src = _plan(source, y, preprocess=preprocess, center=center, block_size=block_size, dtype=dtype, n=n,
+                     start=start, accumulator=accumulator, moments=moments, exact_mean=False)
+    held = acc.n if isinstance(acc, SpectralAccumulator) else 0
+    cps = _check_checkpoints(checkpoints, None if src.n is None else held + src.n)
+    if cps[0] <= held:
+        raise ValueError(f"checkpoints: the first one ({cps[0]}) is not beyond the {held} rows the accumulator holds")
+    return _checkpoint_pass(acc, src, cps)
+
+
+def _checkpoint_pass(acc, src, cps):
     k = 0
-    for Xb, yb, row0 in blocks:
-        if acc is None:
-            acc = _new_accumulator(Xb, d, compute, preprocess, center, block_size)
+    last = None
+    for a, Xb, yb in _blocks(acc, src):
+        last = a
         lo, rows = 0, len(Xb)
-        while cps is not None and k < len(cps) and row0 + rows >= cps[k]:
-            cut = cps[k] - row0
+        while k < len(cps) and a.n + rows - lo >= cps[k]:
+            cut = lo + cps[k] - a.n
             if cut > lo:
-                acc.update(Xb[lo:cut], yb[lo:cut])
+                a.update(Xb[lo:cut], yb[lo:cut], frame=src.frame)
             lo = cut
-            yield cps[k], post(acc.finalize())
+            yield cps[k], a
             k += 1
-        if cps is not None and k == len(cps):
+        if k == len(cps):
             return
         if lo < rows:
-            acc.update(Xb[lo:], yb[lo:])
-    if acc is None or acc.n == 0:
+            a.update(Xb[lo:], yb[lo:], frame=src.frame)
+    held = last.n if last is not None else (acc.n if isinstance(acc, SpectralAccumulator) else 0)
+    if held == 0:
         raise ValueError("X: has no rows; T needs at least one sample")
-    if cps is None:
-        yield acc.n, post(acc.finalize())
-    elif k < len(cps):
-        raise ValueError(f"checkpoints: the data ended after {acc.n} rows, before checkpoint {cps[k]}")
+    raise ValueError(f"checkpoints: the data ended after {held} rows, before checkpoint {cps[k]}")
 
 
-def accumulate(source, y=None, *, preprocess="saturating", center=False, block_size=None, dtype=None, n=None):
-    """One pass over ``source`` into a :class:`SpectralAccumulator`; returns ``(acc, to_T)``.
+def accumulate(source, y=None, *, preprocess=_UNSET, center=_UNSET, moments=_UNSET, block_size=None, dtype=None,
+               n=None, start=0, accumulator=None) -> SpectralAccumulator:
+    """One pass over ``source`` into a :class:`~hmi_fast.SpectralAccumulator`, which is returned.
 
-    ``to_T(acc.finalize())`` is T. For a model source the accumulator holds
-    latent-frame sums and ``to_T`` rotates them (docs/model.md); otherwise it
-    is the identity. Use this when you need the accumulator's moments
-    (``weight_mean``, ``weight_sq_mean``) or want to keep updating it.
-    Arguments as in :func:`spectral_matrix`.
+    ``accumulate(...).finalize()`` is T (of x, whatever the source). Use this
+    when you need the accumulator's moments, its weight law, its state, or
+    want to keep adding rows; ``accumulator=`` continues an existing one.
+    Arguments as in :func:`iter_accumulate` and :func:`spectral_matrix`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hmi_fast import HMIModel, accumulate, spectral_matrix
+    >>> model = HMIModel(d=10, m_star=2, gamma=1.0, seed=0)
+    >>> acc = accumulate(model, n=500)
+    >>> acc = accumulate(model, n=500, start=500, accumulator=acc)   # resume the stream
+    >>> bool(np.allclose(acc.finalize(), spectral_matrix(model, n=1000)))
+    True
     """
-    if block_size is not None:
-        check_positive_int(block_size, "block_size")
-    compute = None if dtype is None else check_dtype(dtype)
-    blocks, d, _, src_dtype, post = open_source(source, y, n=n, block_size=block_size, dtype=compute)
-    compute = compute if compute is not None else src_dtype
-    acc = None
-    for Xb, yb, _ in blocks:
-        if acc is None:
-            acc = _new_accumulator(Xb, d, compute, preprocess, center, block_size)
-        acc.update(Xb, yb)
-    if acc is None or acc.n == 0:
+    acc, src = _plan(source, y, preprocess=preprocess, center=center, block_size=block_size, dtype=dtype, n=n,
+                     start=start, accumulator=accumulator, moments=moments, exact_mean=False)
+    last = acc if isinstance(acc, SpectralAccumulator) else None
+    before = 0 if last is None else last.n
+    for a, Xb, yb in _blocks(acc, src):
+        a.update(Xb, yb, frame=src.frame)
+        last = a
+    if last is None or last.n == before == 0:
         raise ValueError("X: has no rows; T needs at least one sample")
-    return acc, post
-
-
-def _new_accumulator(Xb, d, compute, preprocess, center, bs):
-    Xb = np.asarray(Xb)
-    if Xb.ndim != 2:
-        raise ValueError(f"X: expected a 2-D array of shape (n_samples, n_features), got shape {Xb.shape}")
-    width = Xb.shape[1] if d is None else d
-    if width == 0:
-        raise ValueError("X: has no columns (d = 0); T needs at least one feature")
-    if compute is None:
-        compute = np.float32 if Xb.dtype == np.float32 else np.float64
-    return SpectralAccumulator(width, preprocess=preprocess, dtype=compute, center=center, block_size=bs)
+    return last
 
 
 def spectral_matrices(
@@ -104,9 +236,11 @@ def spectral_matrices(
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(n_j, T_j)`` at each checkpoint of one streamed pass.
 
-    Each ``T_j`` is normalised by its own ``n_j``. Memory holds one T at a
-    time, so a whole learning curve costs one pass and O(d²) memory.
-    See :func:`spectral_matrix` for the arguments.
+    Each ``T_j`` is normalised by its own ``n_j`` (and, with ``center=True``,
+    centered by the exact mean of τ over its ``n_j`` rows). Memory holds one
+    T at a time, so a whole learning curve costs one pass and O(d²) memory.
+    Arguments are checked when this function is called. See
+    :func:`spectral_matrix` for their meaning.
 
     Examples
     --------
@@ -115,12 +249,9 @@ def spectral_matrices(
     >>> [n for n, T in spectral_matrices(model, n=300, checkpoints=[100, 300])]
     [100, 300]
     """
-    if checkpoints is None:
-        raise ValueError("checkpoints: give a strictly increasing sequence of sample counts")
-    return _one_pass(
-        source, y, checkpoints=checkpoints, preprocess=preprocess, center=center,
-        block_size=block_size, dtype=dtype, n=n,
-    )
+    steps = iter_accumulate(source, y, checkpoints=checkpoints, preprocess=preprocess, center=center,
+                            block_size=block_size, dtype=dtype, n=n)
+    return ((n_j, acc.finalize()) for n_j, acc in steps)
 
 
 def spectral_matrix(
@@ -139,10 +270,11 @@ def spectral_matrix(
     Parameters
     ----------
     source : array, np.memmap, path, iterable or HMIModel
-        In-memory ``X`` (C or F order, float32/float64, views allowed) with
-        labels ``y``; a ``np.memmap`` or a path to a ``.npy`` file (read in
-        blocks: memory bounded by the block, not by n); an iterable of
-        ``(X_block, y_block)``; or an :class:`~hmi_fast.HMIModel` (with ``n``).
+        In-memory ``X`` (C or F order, float32/float64, views allowed; integer
+        and non-native byte order data are converted) with labels ``y``; a
+        ``np.memmap`` or a path to a ``.npy`` file (read in blocks: memory
+        bounded by the block, not by n); an iterable of ``(X_block, y_block)``;
+        or an :class:`~hmi_fast.HMIModel` (with ``n``).
     y : array or path, optional
         Labels, required for array and file sources.
     preprocess : str, tuple or callable
@@ -150,7 +282,9 @@ def spectral_matrix(
         ``("clip", c)``, or a function (see :mod:`hmi_fast.preprocess`).
     center : bool or float
         Subtract μ from the weights (docs/theory.md): a float, or ``True`` for
-        the mean of τ over the first block.
+        the exact mean of τ over the rows (free when the labels are known
+        before the pass — arrays and files; otherwise the unweighted Gram is
+        accumulated beside T, about twice the work).
     block_size : int, optional
         Rows per block (default: ``HMI_FAST_BLOCK_SIZE``, or 32 MiB of rows).
     dtype : np.float32 or np.float64, optional
@@ -177,10 +311,15 @@ def spectral_matrix(
     >>> np.allclose(T, (X * y[:, None]).T @ X / 200)
     True
     """
-    results = _one_pass(
-        source, y, checkpoints=checkpoints, preprocess=preprocess, center=center,
-        block_size=block_size, dtype=dtype, n=n,
-    )
     if checkpoints is not None:
-        return [T for _, T in results]
-    return next(iter(results))[1]
+        return [T for _, T in spectral_matrices(source, y, checkpoints=checkpoints, preprocess=preprocess,
+                                                center=center, block_size=block_size, dtype=dtype, n=n)]
+    acc, src = _plan(source, y, preprocess=preprocess, center=center, block_size=block_size, dtype=dtype, n=n,
+                     start=0, accumulator=None, moments=False, exact_mean=True)
+    last = acc if isinstance(acc, SpectralAccumulator) else None
+    for a, Xb, yb in _blocks(acc, src):
+        a.update(Xb, yb, frame=src.frame)
+        last = a
+    if last is None or last.n == 0:
+        raise ValueError("X: has no rows; T needs at least one sample")
+    return last.finalize()

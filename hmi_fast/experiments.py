@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from . import _config
-from .accumulate import SpectralAccumulator
+from .accumulator import SpectralAccumulator
 from .eigen import topk_eigh
 from .metrics import matrix_mse, recovery
 from .model import HMIModel
@@ -52,7 +52,7 @@ class CurveConfig:
     seeds: tuple = tuple(range(70))
     dtype: str = "float64"
     block_size: int | None = None
-    components_per_end: int | None = None  # default m_star + 10
+    max_components: int | None = None  # default m_star + 10
     directions: str = "orthogonal"
 
     def checkpoints(self) -> list[int]:
@@ -64,7 +64,7 @@ class CurveConfig:
                         directions=self.directions)
 
     def per_end(self) -> int:
-        k = self.components_per_end if self.components_per_end is not None else self.m_star + 10
+        k = self.max_components if self.max_components is not None else self.m_star + 10
         return max(1, min(k, self.d // 2))
 
     def key(self) -> dict:
@@ -91,7 +91,7 @@ def analyse(T: np.ndarray, acc: SpectralAccumulator, model: HMIModel, per_end: i
         )
     out = {}
     for rule, s in sel.items():
-        W_hat = vectors[:, s.index]
+        W_hat = vectors[:, s.index].T
         q = recovery(W_hat, model.W)
         suffix = "" if rule == "gap" else "_edge"
         out["k_hat" + suffix] = int(s.n_components)
@@ -100,7 +100,7 @@ def analyse(T: np.ndarray, acc: SpectralAccumulator, model: HMIModel, per_end: i
         out["q" + suffix] = [float(v) for v in q]
     # the top-m* eigenvectors (by distance from the bulk centre), whatever the selection says
     order = np.argsort(-np.abs(values - acc.weight_mean))[: model.m_star]
-    q_top = recovery(vectors[:, np.sort(order)], model.W)
+    q_top = recovery(vectors[:, np.sort(order)].T, model.W)
     out["q_top_m"] = [float(v) for v in q_top]
     out["n_recovered"] = int(np.sum(np.asarray(out["q"]) > 0.5))
     out["eigenvalues"] = [float(v) for v in values]

@@ -125,7 +125,7 @@ def figure2(out_dir, *, quick=False, seed=0, dtype="float64", threads=None, alph
 
 
 # ------------------------------------------------------------------ Figure 3
-def figure3(out_dir, *, quick=False, seed=0, dtype="float64", threads=None, alpha=1638.0, n_top=40) -> dict:
+def figure3(out_dir, *, quick=False, seed=0, dtype="float64", threads=None, alpha=1638.0, max_components=40) -> dict:
     """The top eigenvalues of T and their gaps (log scale), with the selection threshold."""
     from ._config import threads as thread_limit
     from .eigen import topk_eigh
@@ -138,14 +138,14 @@ def figure3(out_dir, *, quick=False, seed=0, dtype="float64", threads=None, alph
     model = HMIModel(d, 20, 1.3, link="he2_he4", seed=seed)
     n = int(round(alpha * d))
     with thread_limit(threads):
-        acc, to_T = accumulate(model, n=n, dtype=dtype)
-        T = to_T(acc.finalize())
-        res = topk_eigh(T, n_top, which="LA")
+        acc = accumulate(model, n=n, dtype=dtype)
+        T = acc.finalize()
+        res = topk_eigh(T, max_components, which="LA")
     sel = select_components(res.values, d=d, n=n, rule="gap", which="LA",
                             tau_mean=acc.weight_mean, tau_sq_mean=acc.weight_sq_mean)
     sel_edge = select_components(res.values, d=d, n=n, rule="edge", which="LA",
                                  tau_mean=acc.weight_mean, tau_sq_mean=acc.weight_sq_mean)
-    q = recovery(res.vectors[:, sel.index], model.W)
+    q = recovery(res.vectors[:, sel.index].T, model.W)
     ev = res.values
     gaps = ev[:-1] - ev[1:]
     plt = _plt()

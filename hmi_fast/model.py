@@ -34,6 +34,97 @@ def coefficients(m_star: int, gamma: float) -> np.ndarray:
     return a / np.sqrt(np.sum(a * a))
 
 
+def _householder_frame(d: int, m: int, seed: int):
+    """``(G, R, frame)``: the seeded Gaussian d×m matrix, the R of its QR, and the frame of its Q."""
+    rng = np.random.default_rng([seed, 0x57])
+    G = rng.standard_normal((d, m))
+    qr, tau, _, info = lapack.dgeqrf(G)
+    V = np.tril(qr[:, :m], -1)
+    V[np.arange(m), np.arange(m)] = 1.0
+    S = np.zeros((m, m))
+    for j in range(m):  # larft, forward columnwise: S[:j, j] = -tau_j S[:j, :j] V[:, :j]ᵀ v_j
+        S[:j, j] = -tau[j] * (S[:j, :j] @ (V[:, :j].T @ V[:, j]))
+        S[j, j] = tau[j]
+    return G, np.triu(qr[:m, :m]), LatentFrame._from_factors(d, m, seed, np.ascontiguousarray(V), S)
+
+
+class LatentFrame:
+    """The frame of a model's latent rows: ``x = Q g`` with ``Q = I − V S Vᵀ`` orthogonal.
+
+    A model streams latent rows ``g`` (no projection per row); sums built from
+    them are second moments of ``g`` and become those of ``x`` by
+    ``Q · Qᵀ``. Q depends on ``(d, m_star, seed)`` only, which is the frame's
+    :attr:`key` (what accumulator states store). Two frames are equal when
+    their keys are.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hmi_fast import HMIModel
+    >>> f = HMIModel(d=6, m_star=2, gamma=1.0, seed=3).frame
+    >>> f.key
+    {'kind': 'latent', 'd': 6, 'm_star': 2, 'seed': 3}
+    >>> Q = f.matrix_to_x(np.eye(6))  # Q I Qᵀ = I
+    >>> bool(np.allclose(Q, np.eye(6)))
+    True
+    """
+
+    def __init__(self, d: int, m_star: int, seed: int):
+        d = check_positive_int(d, "d")
+        m_star = check_positive_int(m_star, "m_star")
+        if m_star > d:
+            raise ValueError(f"m_star: must be at most d={d}, got {m_star}")
+        seed = check_positive_int(seed, "seed", minimum=0)
+        other = _householder_frame(d, m_star, seed)[2]
+        self.__dict__.update(other.__dict__)
+
+    @classmethod
+    def _from_factors(cls, d, m, seed, V, S):
+        self = cls.__new__(cls)
+        self.d, self.m_star, self.seed = int(d), int(m), int(seed)
+        self._V, self._S = V, S
+        return self
+
+    @property
+    def key(self) -> dict:
+        return {"kind": "latent", "d": self.d, "m_star": self.m_star, "seed": self.seed}
+
+    @classmethod
+    def from_key(cls, key) -> "LatentFrame":
+        """The frame a :attr:`key` describes (checked)."""
+        if not isinstance(key, dict) or key.get("kind") != "latent" or set(key) != {"kind", "d", "m_star", "seed"}:
+            raise ValueError(f"frame: expected a latent-frame key {{'kind': 'latent', 'd', 'm_star', 'seed'}}, got {key!r}")
+        return cls(key["d"], key["m_star"], key["seed"])
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, LatentFrame) and self.key == other.key
+
+    def __hash__(self) -> int:
+        return hash((self.d, self.m_star, self.seed))
+
+    def __repr__(self) -> str:
+        return f"LatentFrame(d={self.d}, m_star={self.m_star}, seed={self.seed})"
+
+    def columns(self, k: int) -> np.ndarray:
+        """The first ``k`` columns of Q (d × k)."""
+        V, S = self._V, self._S
+        return np.eye(self.d, k) - V @ (S @ V[:k].T)
+
+    def matrix_to_x(self, A: np.ndarray) -> np.ndarray:
+        """``Q A Qᵀ`` for a symmetric d×d matrix of latent-frame second moments (symmetric result)."""
+        V, S = self._V, self._S
+        AV = A @ V
+        VtAV = V.T @ AV
+        B = AV @ S.T  # A V Sᵀ
+        out = A - V @ (S @ AV.T) - B @ V.T + V @ (S @ VtAV @ S.T) @ V.T
+        return 0.5 * (out + out.T)
+
+    def vector_to_x(self, v: np.ndarray) -> np.ndarray:
+        """``Q v`` for a latent-frame vector (e.g. a sum of rows)."""
+        V, S = self._V, self._S
+        return v - V @ (S @ (V.T @ v))
+
+
 class HMIModel:
     """Hierarchical multi-index model with a seeded, streaming sampler.
 
@@ -61,6 +152,8 @@ class HMIModel:
     W : ndarray of shape (m_star, d)
     a : ndarray of shape (m_star,)
     links : tuple of Link
+    frame : LatentFrame
+        The frame of the rows :meth:`latent_rows` returns (``x = Q g``).
 
     Examples
     --------
@@ -99,39 +192,24 @@ class HMIModel:
     def _make_directions(self) -> np.ndarray:
         """W from the Householder QR of a seeded Gaussian d×m* matrix G = Q R.
 
-        Q = H_1 ⋯ H_m* = I − V S Vᵀ (compact WY form) is kept: the stream draws
-        latent rows g ~ N(0, I) and sets x = Q g, so that ``z = W x`` is
-        ``g[:m*]`` for orthonormal W (``Rᵀ g[:m*] / √d`` for Gaussian W) with no
-        projection per row, and T of the x-rows is Q T_g Qᵀ.
+        Q = H_1 ⋯ H_m* = I − V S Vᵀ (compact WY form) is kept in :attr:`frame`:
+        the stream draws latent rows g ~ N(0, I) and sets x = Q g, so that
+        ``z = W x`` is ``g[:m*]`` for orthonormal W (``Rᵀ g[:m*] / √d`` for
+        Gaussian W) with no projection per row, and T of the x-rows is Q T_g Qᵀ.
         """
-        rng = np.random.default_rng([self.seed, 0x57])
-        G = rng.standard_normal((self.d, self.m_star))
-        qr, tau, _, info = lapack.dgeqrf(G)
+        G, R, frame = _householder_frame(self.d, self.m_star, self.seed)
+        self.frame = frame
+        self._V, self._S = frame._V, frame._S
         m = self.m_star
-        V = np.tril(qr[:, :m], -1)
-        V[np.arange(m), np.arange(m)] = 1.0
-        S = np.zeros((m, m))
-        for j in range(m):  # larft, forward columnwise: S[:j, j] = -tau_j S[:j, :j] V[:, :j]ᵀ v_j
-            S[:j, j] = -tau[j] * (S[:j, :j] @ (V[:, :j].T @ V[:, j]))
-            S[j, j] = tau[j]
-        self._V = np.ascontiguousarray(V)
-        self._S = S
-        R = np.triu(qr[:m, :m])
-        Qm = np.eye(self.d, m) - V @ (S @ V[:m].T)  # first m* columns of Q
         if self.directions == "gaussian":
             self._Mz = np.ascontiguousarray(R.T / np.sqrt(self.d))  # z = Mz g[:m]
             return np.ascontiguousarray(G.T / np.sqrt(self.d))
         self._Mz = None
-        return np.ascontiguousarray(Qm.T)
+        return np.ascontiguousarray(frame.columns(m).T)
 
     def rotate(self, A: np.ndarray) -> np.ndarray:
         """``Q A Qᵀ`` for a symmetric d×d matrix A of latent-frame second moments."""
-        V, S = self._V, self._S
-        AV = A @ V
-        VtAV = V.T @ AV
-        B = AV @ S.T  # A V Sᵀ
-        out = A - V @ (S @ AV.T) - B @ V.T + V @ (S @ VtAV @ S.T) @ V.T
-        return 0.5 * (out + out.T)
+        return self.frame.matrix_to_x(A)
 
     def __repr__(self) -> str:
         return (

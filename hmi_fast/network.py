@@ -249,7 +249,8 @@ class SpectralTwoLayer:
 
         from .sources import open_source
 
-        blocks, d, total, _, _ = open_source(source, y, n=n, block_size=bs)
+        src = open_source(source, y, n=n, block_size=bs)
+        blocks, d, total = src.blocks, src.d, src.n
         if total is None:
             raise ValueError("n: required for an iterable source of unknown length (the split needs the row count)")
         n1, n2 = self._counts(total)

@@ -26,7 +26,7 @@ def _mse_gamma(components: np.ndarray, model: HMIModel) -> float:
     """MSE_γ = Σ_k a_k² (1 − ||P̂ w_k||²) of the spectral stage (docs/selection.md)."""
     from .metrics import weighted_mse
 
-    return float(weighted_mse(np.asarray(components).T, model.W, model.a))
+    return float(weighted_mse(components, model.W, model.a))
 
 
 # ------------------------------------------------------------------ excess risk against α

@@ -140,7 +140,14 @@ class Preprocess:
                 raise ValueError(f"y: non-finite value at row {row0 + bad}; remove or impute NaN/inf labels")
             return out
         if self.is_jitted:
-            bad = _weights_jitted(self.func, y, float(shift), out)
+            try:
+                bad = _weights_jitted(self.func, y, float(shift), out)
+            except numba.core.errors.TypingError as exc:
+                first = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "")
+                raise TypeError(
+                    f"preprocess: the jitted function {self.name!r} must take a float label and return a float "
+                    f"weight; numba could not compile it with one ({first[:200]})"
+                ) from None
             if 0 <= bad < n:
                 raise ValueError(f"y: non-finite value at row {row0 + bad}; remove or impute NaN/inf labels")
             if bad >= n:
@@ -174,9 +181,11 @@ class Preprocess:
 
 def clip(level: float = 1.0) -> Preprocess:
     """τ(y) = clip(y, −level, level)."""
+    if isinstance(level, (bool, np.bool_)) or not isinstance(level, (int, float, np.integer, np.floating)):
+        raise TypeError(f"preprocess: the clip level must be a positive finite number, e.g. ('clip', 1.0), got {level!r}")
     level = float(level)
     if not (np.isfinite(level) and level > 0):
-        raise ValueError(f"preprocess: the clip level must be a positive finite number, got {level}")
+        raise ValueError(f"preprocess: the clip level must be a positive finite number, e.g. ('clip', 1.0), got {level}")
     return Preprocess("clip", BUILTIN_PREPROCESS["clip"], level, None)
 
 

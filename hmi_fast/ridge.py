@@ -22,7 +22,7 @@ hold; it is therefore not offered for streamed data.
 O(p²): each block is packed (one fused Numba pass) into rows
 ``[f_i − c, 1, y_i − c_y]`` and one BLAS-3 symmetric rank-k update (dsyrk)
 adds its ``(p+2) × (p+2)`` Gram to an F-ordered upper-triangle accumulator,
-the same path as :mod:`hmi_fast.accumulate`. The shifts ``c, c_y`` (means of
+the same path as :mod:`hmi_fast.accumulator`. The shifts ``c, c_y`` (means of
 the first block) keep the later centring free of cancellation. The packing
 buffer is float64 whatever the features' dtype: p is small and ridge is
 sensitive to the Gram's conditioning.
@@ -70,7 +70,7 @@ def _pack_augmented(F, y, shift, yshift, buf, nt):
 
 
 @dataclass(frozen=True)
-class Moments:
+class RidgeMoments:
     """Centred normal equations, each divided by n.
 
     ``gram = F_cᵀF_c/n`` (p×p), ``cross = F_cᵀy_c/n`` (p,), ``yy = y_cᵀy_c/n``,
@@ -207,8 +207,8 @@ class NormalEquations:
         return self
 
     # ------------------------------------------------------------ results
-    def moments(self) -> Moments:
-        """The centred normal equations divided by n (see :class:`Moments`)."""
+    def moments(self) -> RidgeMoments:
+        """The centred normal equations divided by n (see :class:`RidgeMoments`)."""
         if self.n == 0:
             raise ValueError("NormalEquations: no rows seen yet; call update() with at least one row first")
         p, n = self.p, self.n
@@ -216,7 +216,7 @@ class NormalEquations:
         m = S[:, p]  # mean of the shifted augmented rows (the "1" column)
         C = S - np.outer(m, m)
         gram = 0.5 * (C[:p, :p] + C[:p, :p].T)
-        return Moments(np.ascontiguousarray(gram), C[:p, p + 1].copy(), max(float(C[p + 1, p + 1]), 0.0),
+        return RidgeMoments(np.ascontiguousarray(gram), C[:p, p + 1].copy(), max(float(C[p + 1, p + 1]), 0.0),
                        self.shift + m[:p], self.yshift + float(m[p + 1]), n)
 
     def solve(self, lam="gcv", lambdas=None) -> RidgeFit:
@@ -257,12 +257,12 @@ def gcv_curve(s, z, yy, n, lambdas):
     return rss, df, gcv
 
 
-def solve_ridge(moments: Moments, lam="gcv", lambdas=None) -> RidgeFit:
+def solve_ridge(moments: RidgeMoments, lam="gcv", lambdas=None) -> RidgeFit:
     """Ridge readout from centred normal equations.
 
     Parameters
     ----------
-    moments : Moments
+    moments : RidgeMoments
         From :meth:`NormalEquations.moments`.
     lam : "gcv" or float
         A fixed λ > 0 (in the units of the objective above), or ``"gcv"``

@@ -187,13 +187,13 @@ def edge_rule_count(values_from_extreme, sigma, margin):
 
 
 def recovery_projector(W_hat, W_star):
-    """q_k = ||P w_k||^2 / ||w_k||^2 with the d x d projector P = W_hat W_hat^T formed explicitly."""
-    P = W_hat @ W_hat.T
+    """q_k = ||P w_k||^2 / ||w_k||^2 with the d x d projector P = W_hat^T W_hat (rows) formed explicitly."""
+    P = W_hat.T @ W_hat
     return np.array([np.sum((P @ w) ** 2) / np.sum(w * w) for w in W_star])
 
 
 def matrix_mse_projector(W_hat, W_star):
-    """||P_hat - P*||_F^2 / m* with both d x d projectors formed explicitly (P* via pinv)."""
-    P_hat = W_hat @ W_hat.T
+    """||P_hat - P*||_F^2 / m* with both d x d projectors formed explicitly (P* via pinv); rows."""
+    P_hat = W_hat.T @ W_hat
     P_star = W_star.T @ np.linalg.pinv(W_star @ W_star.T) @ W_star
     return float(np.sum((P_hat - P_star) ** 2)) / W_star.shape[0]

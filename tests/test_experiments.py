@@ -14,7 +14,7 @@ import pytest
 from hmi_fast import experiments
 from hmi_fast.experiments import CurveConfig, collect, run_curve
 
-CFG = CurveConfig(d=60, m_star=3, gamma=1.3, alphas=(3.0, 10.0, 40.0, 120.0), seeds=(0, 1, 2), components_per_end=6)
+CFG = CurveConfig(d=60, m_star=3, gamma=1.3, alphas=(3.0, 10.0, 40.0, 120.0), seeds=(0, 1, 2), max_components=6)
 
 
 def _table(path):
@@ -88,7 +88,7 @@ def test_interrupted_run_resumes_without_recomputing(tmp_path, clean_run, monkey
 
 def test_config_mismatch_refused(clean_run):
     out, _ = clean_run
-    other = CurveConfig(d=61, m_star=3, gamma=1.3, alphas=CFG.alphas, seeds=(0,), components_per_end=6)
+    other = CurveConfig(d=61, m_star=3, gamma=1.3, alphas=CFG.alphas, seeds=(0,), max_components=6)
     with pytest.raises(ValueError, match=r"out_dir: .* holds a run with another configuration \(differs in \['d'\]\)"):
         run_curve(other, out, progress=False)
 
@@ -113,7 +113,7 @@ def test_sigkill_then_resume_matches_clean_run(tmp_path, clean_run):
     code = (
         "import sys; from hmi_fast.experiments import CurveConfig, run_curve; "
         f"cfg = CurveConfig(d={CFG.d}, m_star=3, gamma=1.3, alphas={CFG.alphas!r}, seeds={CFG.seeds!r}, "
-        "components_per_end=6); run_curve(cfg, sys.argv[1], progress=False)"
+        "max_components=6); run_curve(cfg, sys.argv[1], progress=False)"
     )
     proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)])
     deadline = time.time() + 120

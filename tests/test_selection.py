@@ -177,5 +177,5 @@ def test_real_spectral_matrix_small():
     res = topk_eigh(T, 40, which="BE")
     s = select_components(res.values, d=d, n=n, tau_mean=acc.weight_mean, tau_sq_mean=acc.weight_sq_mean)
     assert s.n_components >= 2
-    q = recovery(res.vectors[:, s.index], model.W)
+    q = recovery(res.vectors[:, s.index].T, model.W)
     assert q[0] > 0.5 and q[1] > 0.5
