@@ -49,39 +49,23 @@ class _Source:
     """A data source read in passes: ``blocks()`` yields ``(X_block, y_block)``; ``labels`` if known."""
 
     def __init__(self, source, y, n, block_size, dtype):
-        from . import _config
-        from .sources import _load_labels, npy_shape, open_source
+        from .sources import open_source
 
         self.reads = 0
-        if isinstance(source, HMIModel):
-            if y is not None:
-                raise ValueError("y: must be None when the source is an HMIModel (the model makes its own labels)")
-            if n is None:
-                raise ValueError("n: required when the source is an HMIModel (how many rows to stream)")
-            from ._validation import check_positive_int
-
-            n = check_positive_int(n, "n")
-            self.d, self.dtype, self.labels, self.one_shot = source.d, np.dtype(dtype or np.float64), None, False
-            bs = _config.block_rows(source.d, self.dtype, block_size)
-            self._open = lambda: _model_blocks(source, n, bs, self.dtype)
-            return
-        self.one_shot = hasattr(source, "__next__") or (
-            hasattr(source, "__iter__") and not isinstance(source, (np.ndarray, str, os.PathLike))
-            and not hasattr(source, "__array__") and iter(source) is source
+        self.one_shot = not isinstance(source, (HMIModel, np.ndarray, str, bytes, os.PathLike)) and (
+            hasattr(source, "__next__")
+            or (hasattr(source, "__iter__") and not hasattr(source, "__array__") and iter(source) is source)
         )
-        blocks, d, total, src_dtype, _ = open_source(source, y, n=n, block_size=block_size, dtype=dtype)
-        first = [blocks]
-        self.d, self.dtype = d, np.dtype(dtype) if dtype is not None else src_dtype
-        self.labels = None
-        if isinstance(source, (str, os.PathLike)):
-            self.labels = np.asarray(_load_labels(y, npy_shape(source)[0])[:total])
-        elif y is not None:
-            self.labels = np.asarray(check_float_array(y, "y", 1)[:total])
+        # rows of x, also from a model (its latent frame is for T; slices need x itself)
+        first = open_source(source, y, n=n, block_size=block_size, dtype=dtype, latent=False)
+        self.d, self.labels = first.d, first.labels
+        self.dtype = np.dtype(dtype) if dtype is not None else first.dtype
+        pending = [first]
 
         def again():
-            if first:
-                return first.pop()
-            return open_source(source, y, n=n, block_size=block_size, dtype=dtype)[0]
+            if pending:
+                return pending.pop().blocks
+            return open_source(source, y, n=n, block_size=block_size, dtype=dtype, latent=False).blocks
 
         self._open = again
 
@@ -94,13 +78,6 @@ class _Source:
         self.reads += 1
         for item in self._open():
             yield item[0], item[1]
-
-
-def _model_blocks(model, n, block_size, dtype):
-    buf = np.empty((min(block_size, n), model.d), dtype=dtype)
-    for lo in range(0, n, block_size):
-        hi = min(n, lo + block_size)
-        yield model.rows(lo, hi, dtype=dtype, out=buf[: hi - lo])
 
 
 def _edges_for(labels, n_slices, edges):
@@ -127,7 +104,8 @@ def _accumulate(src: _Source, *, method, n_slices, edges, block_size):
     for Xb, yb in src.blocks("slice edges from a first pass over y"):
         if acc is None:
             d = src.d if src.d is not None else np.shape(Xb)[1]
-            dt = src.dtype if src.dtype in (np.dtype(np.float32), np.dtype(np.float64)) else np.float64
+            dt = src.dtype if src.dtype is not None else np.asarray(Xb).dtype
+            dt = dt if dt in (np.dtype(np.float32), np.dtype(np.float64)) else np.float64
             acc = SlicedAccumulator(d, edges, per_slice=method != "sir", dtype=dt, block_size=block_size)
         acc.update(Xb, yb)
     if acc is None or acc.n == 0:
