@@ -260,6 +260,7 @@ class _SlicedEstimator(TransformerMixin, BaseEstimator):
                     "computed; raise max_components (or set it to None)"
                 )
         B = wm.directions(vectors[:, :k])  # (k, d), Σ̂-orthonormal
+        B /= np.linalg.norm(B, axis=1, keepdims=True)  # unit rows, as SpectralEstimator(whiten=True)'s
         signs = np.sign(B[np.arange(k), np.argmax(np.abs(B), axis=1)]) if k else np.ones(0)
         signs[signs == 0] = 1.0
         B *= signs[:, None]
@@ -285,7 +286,7 @@ class _SlicedEstimator(TransformerMixin, BaseEstimator):
 
     # ------------------------------------------------------------- transform
     def transform(self, X):
-        """Sufficient predictors ``(X − mean_) @ directions_.T`` (unit variance, uncorrelated on the fitted rows)."""
+        """Sufficient predictors ``(X − mean_) @ directions_.T`` (uncorrelated over the fitted rows)."""
         if not hasattr(self, "directions_"):
             raise not_fitted(type(self).__name__, "fit, partial_fit or fit_stream")
         X = _check_X(X)
@@ -356,7 +357,10 @@ class SlicedInverseReg(_SlicedEstimator):
         Orthonormal rows spanning the estimated subspace of x-space (nested:
         the first j rows span the first j directions).
     directions_ : ndarray (n_components_, n_features)
-        ``β = L⁻ᵀ v``: Σ̂-orthonormal x-space directions (statsmodels' ``params``, as rows).
+        The x-space directions ``β = L⁻ᵀ v`` of the eigenvectors ``v``, each of
+        unit norm (statsmodels' ``params`` columns, which are Σ̂-orthonormal,
+        are these rows up to scale); ``(x − x̄) @ directions_.T`` are the
+        sufficient predictors, uncorrelated over the fitted rows.
     eigenvalues_ : ndarray (n_components_,)
     spectrum_ : ndarray
         Eigenvalues computed, descending (``n_features`` of them with ``max_components=None``).

@@ -506,7 +506,8 @@ def test_full_spectrum_and_transform(model):
     assert np.allclose(top.spectrum_, full[:5], rtol=1e-9)
     Z = save.transform(X)
     assert Z.shape == (6000, save.n_components_)
-    assert np.allclose(np.cov(Z.T, bias=True), np.eye(save.n_components_), atol=1e-10)  # sufficient predictors
+    assert np.allclose(np.corrcoef(Z.T), np.eye(save.n_components_), atol=1e-10)  # sufficient predictors
+    assert np.allclose(np.linalg.norm(save.directions_, axis=1), 1.0)
     assert np.allclose(save.components_ @ save.components_.T, np.eye(save.n_components_), atol=1e-12)
     assert save.transform(X[:3].astype(np.float32)).dtype == np.float32
     assert np.allclose(save.fit_transform(X, y), Z)
