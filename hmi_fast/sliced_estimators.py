@@ -248,7 +248,7 @@ class _SlicedEstimator(TransformerMixin, BaseEstimator):
         d = acc.d
         mc = self.max_components if self.max_components is not None else None
         values, vectors = _top_eigenpairs(wm, mc, self.random_state)
-        sel = select_sliced(values, method=self._full_method, d=d, n=acc.n, n_slices=wm.n_slices,
+        sel = select_sliced(values, method=self._full_method, d=d, slice_counts=acc.counts,
                             trace=float(np.trace(wm.matrix)))
         if self.n_components == "auto":
             k = sel.n_components

@@ -14,17 +14,22 @@ Gaussian x, ``n`` rows, ``d`` features and ``H`` non-empty slices,
   free Poisson laws, which is the free Poisson law of rate ``H − 1``.
 
 Both bulks are ``[(√N − √p)², (√N + √p)²] / n`` around the mean ``N / n``.
+For slices of finitely many rows, each slice's term has its variance
+multiplied by ``1 + d / n_h`` (the fourth moment of a Marchenko–Pastur law
+of ratio ``d / n_h``), so SAVE's half-width is widened by ``√(1 + γ̄)``,
+``γ̄`` the mean of ``d / n_h`` over the slices.
+
 The rule, at each step with ``k`` directions already kept, replaces
 ``d → d − k`` (and ``H − 1 → H − 1 − k`` for SIR), takes the bulk mean from the
 trace, ``μ̂ = (tr M − Σ_{j ≤ k} λ_j) / (bulk size)`` (exact in expectation:
 Pillai's trace for SIR; it also absorbs the shift of bias-corrected SAVE and
 an excess kurtosis of x), and keeps the eigenvalues above
 
-    μ̂ + (2 √(N p) + p + s σ_TW) / n,    σ_TW = (√N + √p)(1/√N + 1/√p)^(1/3),
+    μ̂ + (2 √(N p) w + p + s σ_TW) / n,    σ_TW = (√N + √p)(1/√N + 1/√p)^(1/3),
 
-the Tracy–Widom scale of the largest eigenvalue (Johnstone 2001) times a
-quantile ``s`` (``tw=``, default 2: about a 1% false-positive rate per
-fit), until no more are kept.
+(``w = √(1 + γ̄)`` for SAVE, 1 for SIR), ``σ_TW`` the Tracy–Widom scale of the
+largest eigenvalue (Johnstone 2001) times a quantile ``s`` (``tw=``, default 2),
+until no more are kept.
 
 The gap rule of :mod:`hmi_fast.selection` does not carry over as such: its
 scale ``σ² = E τ² d / n`` has no meaning here, SAVE's bulk is a
@@ -76,7 +81,7 @@ class SlicedSelection:
     saturated: bool
 
 
-def _edge(method, d, n, H, k, rest_trace, tw):
+def _edge(method, d, n, H, k, rest_trace, tw, widen):
     """(threshold, mean, lower, upper, σ_TW / n) with k directions kept; None if no bulk is left."""
     if method == "sir":
         p, N, size = H - 1 - k, d - k, H - 1 - k
@@ -85,12 +90,12 @@ def _edge(method, d, n, H, k, rest_trace, tw):
     if p <= 0 or N <= 0 or size <= 0:
         return None
     mu = rest_trace / size
-    half = 2.0 * math.sqrt(N * p)
+    half = 2.0 * math.sqrt(N * p) * widen
     sig = (math.sqrt(N) + math.sqrt(p)) * (1.0 / math.sqrt(N) + 1.0 / math.sqrt(p)) ** (1.0 / 3.0)
     return mu + (half + p + tw * sig) / n, mu, mu + (p - half) / n, mu + (p + half) / n, sig / n
 
 
-def select_sliced(eigenvalues, *, method: str, d: int, n: int, n_slices: int, trace: float,
+def select_sliced(eigenvalues, *, method: str, d: int, slice_counts, trace: float,
                   tw: float = 2.0) -> SlicedSelection:
     """Number of directions found by SIR or SAVE: eigenvalues above the whitened null's edge.
 
@@ -101,10 +106,10 @@ def select_sliced(eigenvalues, *, method: str, d: int, n: int, n_slices: int, tr
     eigenvalues : array_like, 1-D
         The largest eigenvalues of the matrix (any order), or all of them.
     method : {"sir", "save", "save_bc"}
-    d, n : int
-        Features and rows behind the matrix.
-    n_slices : int
-        Non-empty slices ``H >= 2``.
+    d : int
+        Features.
+    slice_counts : array_like of int
+        Rows per slice (empty slices are ignored; at least 2 non-empty).
     trace : float
         ``tr M`` (the bulk mean comes from it).
     tw : float
@@ -119,14 +124,22 @@ def select_sliced(eigenvalues, *, method: str, d: int, n: int, n_slices: int, tr
     >>> import numpy as np
     >>> lam = np.array([0.5, 0.2, 0.0052, 0.0051])  # SIR, d=100, n=20000, 10 slices
     >>> rest = 7 * 100 / 20000  # null eigenvalues add up to about (H - 1 - k) d / n
-    >>> select_sliced(lam, method="sir", d=100, n=20_000, n_slices=10, trace=lam.sum() + rest).n_components
+    >>> counts = np.full(10, 2000)
+    >>> select_sliced(lam, method="sir", d=100, slice_counts=counts, trace=lam.sum() + rest).n_components
     2
     """
     if method not in METHODS:
         raise ValueError(f"method: must be one of {METHODS}, got {method!r}")
-    for name, v, lo in (("d", d, 1), ("n", n, 1), ("n_slices", n_slices, 2)):
-        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < lo:
-            raise ValueError(f"{name}: must be an integer >= {lo}, got {v!r}")
+    if isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 1:
+        raise ValueError(f"d: must be an integer >= 1, got {d!r}")
+    counts = np.asarray(slice_counts)
+    if counts.ndim != 1 or counts.dtype.kind not in "iu" or (counts < 0).any():
+        raise ValueError(f"slice_counts: expected a 1-D array of non-negative integers, got {slice_counts!r}")
+    counts = counts[counts > 0]
+    if counts.size < 2:
+        raise ValueError(f"slice_counts: need at least 2 non-empty slices, got {counts.size}")
+    n, n_slices = int(counts.sum()), int(counts.size)
+    widen = 1.0 if method == "sir" else math.sqrt(1.0 + float(np.mean(d / counts)))
     for name, v in (("trace", trace), ("tw", tw)):
         if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
             raise ValueError(f"{name}: must be a finite number, got {v!r}")
@@ -141,7 +154,7 @@ def select_sliced(eigenvalues, *, method: str, d: int, n: int, n_slices: int, tr
     cum = np.concatenate([[0.0], np.cumsum(lam)])
     k, last = 0, None
     while True:
-        out = _edge(method, d, n, n_slices, k, float(trace) - cum[k], tw)
+        out = _edge(method, d, n, n_slices, k, float(trace) - cum[k], tw, widen)
         if out is None:  # SIR: every non-zero eigenvalue kept
             break
         last = out

@@ -438,14 +438,17 @@ def test_selection_null_and_planted():
 
 
 def test_select_sliced_bad_input():
+    c = np.array([5, 5, 0])
     with pytest.raises(ValueError, match="method: must be one of"):
-        select_sliced([1.0], method="phd", d=3, n=10, n_slices=2, trace=1.0)
-    with pytest.raises(ValueError, match="n_slices: must be an integer >= 2, got 1"):
-        select_sliced([1.0], method="sir", d=3, n=10, n_slices=1, trace=1.0)
+        select_sliced([1.0], method="phd", d=3, slice_counts=c, trace=1.0)
+    with pytest.raises(ValueError, match="slice_counts: need at least 2 non-empty slices, got 1"):
+        select_sliced([1.0], method="sir", d=3, slice_counts=[10, 0], trace=1.0)
+    with pytest.raises(ValueError, match="slice_counts: expected a 1-D array of non-negative integers"):
+        select_sliced([1.0], method="sir", d=3, slice_counts=[1.5, 2.0], trace=1.0)
     with pytest.raises(ValueError, match="trace: must be a finite number"):
-        select_sliced([1.0], method="sir", d=3, n=10, n_slices=3, trace=np.nan)
+        select_sliced([1.0], method="sir", d=3, slice_counts=c, trace=np.nan)
     with pytest.raises(ValueError, match="eigenvalues: contain NaN or inf"):
-        select_sliced([np.nan], method="sir", d=3, n=10, n_slices=3, trace=1.0)
+        select_sliced([np.nan], method="sir", d=3, slice_counts=c, trace=1.0)
 
 
 # ---------------------------------------------------------------- estimators and sources
