@@ -4,12 +4,14 @@ The range of ``y`` is cut into ``H`` slices at fixed edges; every row goes
 to the slice of its label. One pass keeps, per slice ``h``, the count
 ``n_h``, the sum ``Σ (x − c)`` and (for SAVE) the Gram ``Σ (x − c)(x − c)ᵀ``
 about a fixed shift ``c`` (the mean of the first rows seen, for accuracy);
-SIR needs only the pooled Gram. Per block, one Numba-parallel pass sorts the
-rows by slice (a counting sort), subtracts ``c``, packs each slice's rows
-contiguously, adds the per-slice sums and checks for NaN/inf; then one BLAS-3
-symmetric rank-k update per slice (``dsyrk``/``ssyrk``) adds that slice's
-rows to its Gram. Each row enters one ``syrk``: n·d² flops in all, as for
-``T``, and memory O(H·d²) whatever n.
+SIR needs only the pooled Gram. Per block, a counting sort gives each row
+its place among the rows of its slice, one Numba-parallel pass subtracts
+``c``, packs each slice's rows contiguously and checks for NaN/inf (nothing
+is added before the whole block is packed), then one BLAS-3 symmetric
+rank-k update per slice (``dsyrk``/``ssyrk``) adds that slice's rows to its
+Gram and a Numba kernel, each thread owning whole slices, adds them to the
+slice sums. Each row enters one ``syrk``: n·d² flops in all, as for ``T``,
+and memory O(H·d²) whatever n.
 
 From these sums (``finalize``), with ``Σ̂ = L Lᵀ`` the Cholesky factor of the
 covariance of x (divided by n), in the whitened frame ``z = L⁻¹ (x − x̄)``:
@@ -157,8 +159,8 @@ def _slice_offsets(slot, H, dest, start):
 
 
 @jit(parallel=True)
-def _pack_rows(X, c, slot, dest, buf, sums, nt):
-    """buf[dest[i]] = X[i] − c, sums[t, slot[i]] += X[i] − c (row-major X); first NaN/inf row or -1."""
+def _pack_rows(X, c, dest, buf, nt):
+    """buf[dest[i]] = X[i] − c for row-major X; returns the first row holding NaN/inf, or -1."""
     n, d = X.shape
     bad = np.full(nt, n, dtype=np.int64)
     chunk = (n + nt - 1) // nt
@@ -167,14 +169,11 @@ def _pack_rows(X, c, slot, dest, buf, sums, nt):
         hi = min(n, lo + chunk)
         for i in range(lo, hi):
             r = dest[i]
-            h = slot[i]
             nonfinite = False
             for j in range(d):
                 v = X[i, j]
                 nonfinite |= not np.isfinite(v)
-                u = v - c[j]
-                buf[r, j] = u
-                sums[t, h, j] += u
+                buf[r, j] = v - c[j]
             if nonfinite and i < bad[t]:
                 bad[t] = i
     first = bad.min()
@@ -182,8 +181,8 @@ def _pack_rows(X, c, slot, dest, buf, sums, nt):
 
 
 @jit(parallel=True)
-def _pack_cols(X, c, slot, dest, buf, sums, nt):
-    """Column-major variant of :func:`_pack_rows`: each thread owns whole columns (writes sums[0])."""
+def _pack_cols(X, c, dest, buf, nt):
+    """Column-major variant of :func:`_pack_rows` (each thread owns whole columns)."""
     n, d = X.shape
     bad = np.full(nt, n, dtype=np.int64)
     chunk = (d + nt - 1) // nt
@@ -197,11 +196,21 @@ def _pack_cols(X, c, slot, dest, buf, sums, nt):
                 if not np.isfinite(v):
                     if i < bad[t]:
                         bad[t] = i
-                u = v - cj
-                buf[dest[i], j] = u
-                sums[0, slot[i], j] += u
+                buf[dest[i], j] = v - cj
     first = bad.min()
     return -1 if first == n else first
+
+
+@jit(parallel=True)
+def _add_segment_sums(buf, start, sums, nt):
+    """sums[h] += Σ buf[start[h]:start[h+1]]; each thread owns whole slices (no shared writes)."""
+    H = start.shape[0] - 1
+    d = buf.shape[1]
+    for t in prange(nt):
+        for h in range(t, H, nt):
+            for r in range(start[h], start[h + 1]):
+                for j in range(d):
+                    sums[h, j] += buf[r, j]
 
 
 @jit(parallel=True)
@@ -355,20 +364,18 @@ class SlicedAccumulator:
         return self._buf, self._dest
 
     def _pack(self, X, slot, c, row0):
-        """Pack one chunk; returns (buf, start, sums) without touching the state."""
+        """Pack one chunk; returns (buf, start) without touching the state."""
         n = X.shape[0]
         buf, dest = self._buffers(n)
         start = np.empty(self.H + 1, dtype=np.int64)
         _slice_offsets(slot, self.H, dest[:n], start)
-        nt = numba.get_num_threads()
         cols = X.flags.f_contiguous and not X.flags.c_contiguous
-        sums = np.zeros((1 if cols else nt, self.H, self.d))
-        bad = (_pack_cols if cols else _pack_rows)(X, c, slot, dest[:n], buf, sums, nt)
+        bad = (_pack_cols if cols else _pack_rows)(X, c, dest[:n], buf, numba.get_num_threads())
         if bad >= 0:
             raise ValueError(f"X: non-finite value in row {row0 + bad}; remove or impute NaN/inf before slicing")
-        return buf, start, sums.sum(axis=0)
+        return buf, start
 
-    def _commit(self, buf, start, sums):
+    def _commit(self, buf, start):
         """Add a packed chunk to the sums (cannot fail)."""
         syrk = _syrk(self.dtype)
         segments = [(h, start[h], start[h + 1]) for h in range(self.H) if start[h + 1] > start[h]]
@@ -383,7 +390,7 @@ class SlicedAccumulator:
                     self._scratch = np.zeros((self.d, self.d), dtype=np.float32, order="F")
                 syrk(1.0, buf[lo:hi].T, beta=0.0, c=self._scratch, trans=0, lower=0, overwrite_c=1)
                 _add_upper(G, self._scratch, numba.get_num_threads())
-        self._sums += sums
+        _add_segment_sums(buf, start, self._sums, numba.get_num_threads())
         self.counts += np.diff(start)
 
     # --------------------------------------------------------------- public
@@ -410,11 +417,16 @@ class SlicedAccumulator:
             step = self.block_size
             for lo in range(0, n, step):
                 hi = min(n, lo + step)
-                packed = self._pack(X[lo:hi], slot[lo:hi], c, self.n + lo)
+                buf, start = self._pack(X[lo:hi], slot[lo:hi], c, self.n + lo)
                 self.shift = c
-                self._commit(*packed)
+                self._commit(buf, start)
             self.n += n
         return self
+
+    def release(self) -> None:
+        """Drop the packing buffers (``block_size × d``) until the next update; the sums are kept."""
+        with self._lock:
+            self._buf = self._dest = self._scratch = None
 
     def merge(self, other: "SlicedAccumulator") -> "SlicedAccumulator":
         """Add another accumulator's rows (same d, edges and ``per_slice``). Returns ``self``."""
@@ -656,6 +668,11 @@ class SliceResidualAccumulator:
                     _add_upper(self._sum, self._scratch, nt)
             self.n += n
         return self
+
+    def release(self) -> None:
+        """Drop the block buffers until the next update; the sum is kept."""
+        with self._lock:
+            self._buf = self._scratch = None
 
     def merge(self, other: "SliceResidualAccumulator") -> "SliceResidualAccumulator":
         """Add another second-pass accumulator built from the same first pass. Returns ``self``."""

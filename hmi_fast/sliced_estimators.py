@@ -110,11 +110,13 @@ def _accumulate(src: _Source, *, method, n_slices, edges, block_size):
         acc.update(Xb, yb)
     if acc is None or acc.n == 0:
         raise ValueError("X: has no rows; slicing needs at least 2 samples")
+    acc.release()
     if method != "save_bc":
         return acc, None
     res = acc.residual_accumulator()
     for Xb, yb in src.blocks("bias-corrected SAVE reads the rows twice"):
         res.update(Xb, yb)
+    res.release()
     return acc, res
 
 
@@ -241,6 +243,7 @@ class _SlicedEstimator(TransformerMixin, BaseEstimator):
                 f"X has {X.shape[1]} features, but {type(self).__name__} is expecting {acc.d} features as input"
             )
         acc.update(X, y)
+        acc.release()
         return self._finish(acc, None)
 
     def _finish(self, acc, res):
