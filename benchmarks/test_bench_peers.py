@@ -47,7 +47,7 @@ def problem(request):
     n, d = request.param
     model = hmi_fast.HMIModel(d, m_star=4, gamma=0.5, link="relu", noise=0.1, seed=0)
     X, y = model.sample(n)
-    Xw, yw = model.sample(500)  # warm-up: numba compilation stays out of the timings
+    Xw, yw = hmi_fast.HMIModel(20, m_star=2, gamma=0.5, link="relu", seed=1).sample(500)  # warm-up: compilation
     hmi_fast.SlicedInverseReg().fit(Xw, yw)
     hmi_fast.SAVE(bias_correction=True, max_components=5).fit(Xw, yw)
     return n, d, X, y
