@@ -378,8 +378,10 @@ class SlicedAccumulator:
     def _commit(self, buf, start):
         """Add a packed chunk to the sums (cannot fail)."""
         syrk = _syrk(self.dtype)
-        segments = [(h, start[h], start[h + 1]) for h in range(self.H) if start[h + 1] > start[h]]
-        if not self.per_slice:
+        if self.per_slice:
+            live = np.flatnonzero(np.diff(start))
+            segments = zip(live, start[live], start[live + 1])
+        else:
             segments = [(0, 0, start[self.H])]
         for h, lo, hi in segments:
             G = self._grams[h]

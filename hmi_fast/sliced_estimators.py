@@ -313,7 +313,7 @@ class _SlicedEstimator(TransformerMixin, BaseEstimator):
 def _top_eigenpairs(wm: WhitenedMatrix, max_components, seed):
     """Eigenvalues (descending) and whitened-frame eigenvectors (columns); full spectrum for ``None``."""
     d = wm.matrix.shape[0]
-    if wm.factor is not None:  # SIR: M = Bᵀ B of rank < H'; SVD of the H' × d factor
+    if wm.factor is not None and wm.factor.shape[0] <= d:  # SIR: M = Bᵀ B of rank < H'; SVD of the H' × d factor
         _, s, Vt = np.linalg.svd(wm.factor, full_matrices=False)
         r = len(s)
         k = r if max_components is None else min(max_components, r)
@@ -321,6 +321,8 @@ def _top_eigenpairs(wm: WhitenedMatrix, max_components, seed):
         if max_components is None:
             values = np.concatenate([s**2, np.zeros(d - r)])
         return values, Vt[:k].T
+    if wm.factor is not None and max_components is not None:  # SIR with more slices than features
+        max_components = min(max_components, wm.factor.shape[0] - 1)
     if max_components is None or max_components >= d:
         values, vectors = sla.eigh(wm.matrix)
         return values[::-1].copy(), vectors[:, ::-1].copy()
@@ -346,7 +348,7 @@ class SlicedInverseReg(_SlicedEstimator):
         an integer: that many leading directions.
     max_components : int or None, default None
         Eigenpairs computed; ``None``: all (SIR has at most ``H − 1`` non-zero ones,
-        from the SVD of an ``H × d`` factor, so this costs ``O(H² d)``).
+        from the SVD of an ``H × d`` factor in ``O(H² d)`` when ``H <= d``).
     dtype : np.float32, np.float64 or None
         Precision of the block products (default: the data's).
     block_size : int or None

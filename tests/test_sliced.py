@@ -555,3 +555,12 @@ def test_sklearn_check_estimator(est):
     failed = {r["check_name"]: str(r["exception"]) for r in results if r["status"] == "failed"}
     assert not failed, failed
     assert sum(r["status"] == "passed" for r in results) >= 40
+
+
+def test_sir_with_more_slices_than_features():
+    X, y = _data(n=3000, d=5, seed=2)
+    e = slice_edges(y, 150)
+    ref = np.linalg.eigvalsh(naive.sir_matrix(X, y, e))[::-1]
+    full = SlicedInverseReg(n_slices=150, max_components=None).fit(X, y)
+    top = SlicedInverseReg(n_slices=150, max_components=3).fit(X, y)
+    assert np.allclose(full.spectrum_, ref, atol=1e-12) and np.allclose(top.spectrum_, ref[:3], atol=1e-12)
