@@ -564,3 +564,14 @@ def test_sir_with_more_slices_than_features():
     full = SlicedInverseReg(n_slices=150, max_components=None).fit(X, y)
     top = SlicedInverseReg(n_slices=150, max_components=3).fit(X, y)
     assert np.allclose(full.spectrum_, ref, atol=1e-12) and np.allclose(top.spectrum_, ref[:3], atol=1e-12)
+
+
+@pytest.mark.slow
+def test_selection_validation_grid_quick(capsys):
+    """The validation of docs/sliced.md on its quick grid: the default rule right in almost every fit."""
+    from benchmarks import sliced_selection
+
+    table = sliced_selection.main(["--quick"])
+    for method in ("sir", "save", "save_bc"):
+        c = table[(method, "edge, tw=2 (default)")]
+        assert c["right"] >= 0.9 * c["cases"] and c["null: k > 0"] == 0, (method, dict(c))
