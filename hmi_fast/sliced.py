@@ -440,11 +440,11 @@ class SlicedAccumulator:
             raise ValueError("other: built with different slice edges; merge accumulators of the same edges")
         if other.per_slice != self.per_slice:
             raise ValueError("other: per_slice differs; merge accumulators that keep the same Grams")
-        if other is self:
-            other = other.copy()
+        with other._lock:  # a consistent snapshot of the other, taken before this one is locked
+            other = SlicedAccumulator.from_state(other.state())
+        if other.n == 0:
+            return self
         with self._lock:
-            if other.n == 0:
-                return self
             if self.shift is None:
                 self.shift = other.shift.copy()
             sums, grams = other._moved_to(self.shift)
@@ -683,7 +683,8 @@ class SliceResidualAccumulator:
         if not (np.array_equal(other.edges, self.edges) and np.array_equal(other.means, self.means)
                 and np.array_equal(other.whitener, self.whitener)):
             raise ValueError("other: built from a different first pass (edges, slice means or whitener differ)")
-        s, m = other._sum.copy(), other.n
+        with other._lock:
+            s, m = other._sum.copy(), other.n
         with self._lock:
             self._sum += s
             self.n += m

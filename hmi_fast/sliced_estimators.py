@@ -247,6 +247,10 @@ class _SlicedEstimator(TransformerMixin, BaseEstimator):
         return self._finish(acc, None)
 
     def _finish(self, acc, res):
+        if np.count_nonzero(acc.counts) < 2:
+            raise ValueError(
+                f"y: all {acc.n} rows fall in one slice; give edges inside the range of y (got {acc.edges.tolist()})"
+            )
         wm = acc.finalize(self._full_method, correction=res)
         d = acc.d
         mc = self.max_components if self.max_components is not None else None

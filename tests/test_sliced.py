@@ -530,6 +530,8 @@ def test_estimator_bad_params(model):
         SAVE(bias_correction="yes").fit(X, y)
     with pytest.raises(ValueError, match="y: all labels are equal"):
         SAVE().fit(X, np.ones(500))
+    with pytest.raises(ValueError, match=r"y: all 500 rows fall in one slice; give edges inside the range of y"):
+        SlicedInverseReg(edges=[1e9]).fit(X, y)
     with pytest.raises(ValueError, match="y: SlicedInverseReg requires y to be passed"):
         SlicedInverseReg().fit(X, None)
     with pytest.raises(ValueError, match="n: required when the source is an HMIModel"):
