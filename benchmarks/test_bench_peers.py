@@ -28,8 +28,10 @@ from __future__ import annotations
 import time
 import tracemalloc
 
+import numba
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_info
 
 import hmi_fast
 
@@ -80,6 +82,8 @@ def _run(benchmark, func, rounds):
         tracemalloc.stop()
     benchmark.extra_info["peak_MB"] = round(peak / 2**20, 1)
     benchmark.extra_info["cpu_s"] = round(min(cpu), 3)
+    benchmark.extra_info["threads"] = {"numba": numba.get_num_threads(),
+                                       "blas": [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]}
     return result
 
 
