@@ -118,3 +118,39 @@ def test_stream_from_model(benchmark, impl):
 
     func() if not FULL else hmi_fast.spectral_matrix(model, n=4 * bs)  # warm-up
     benchmark.pedantic(func, rounds=3 if FULL else 1, iterations=1)
+
+
+MOMENT_SIZES = [(100_000, 500), (100_000, 1000)] if FULL else [(2000, 100)]
+
+
+@pytest.fixture(scope="module", params=MOMENT_SIZES, ids=lambda s: f"n={s[0]},d={s[1]}")
+def moment_problem(request):
+    n, d = request.param
+    rng = np.random.default_rng(1)
+    return n, d, rng.standard_normal((n, d)), rng.standard_normal(n)
+
+
+@pytest.mark.parametrize("impl", ["T", "T+exact-center", "T+moments", "numpy-moments"])
+def test_moments_cost(benchmark, record_peak, moment_problem, impl):
+    """What exact centering (T plus the Gram) and whitening (T, Gram, Σx, Σwx) cost over T alone, fed block by block.
+
+    Target (issue: whitening and centering in one pass): at most one more rank-k update, ≤ 2.1× ``T``.
+    ``numpy-moments`` is the same quantities written with NumPy on the whole array.
+    """
+    n, d, X, y = moment_problem
+    benchmark.group = f"moments|n={n},d={d}"
+    bs = hmi_fast._config.block_rows(d)
+    opts = {"T": {}, "T+exact-center": {"center": True}, "T+moments": {"moments": True}}
+    if impl in opts:
+        def func():
+            acc = hmi_fast.SpectralAccumulator(d, **opts[impl])
+            for lo in range(0, n, bs):
+                acc.update(X[lo:lo + bs], y[lo:lo + bs])
+            return acc.finalize()
+    else:
+        def func():
+            w = tau(y)
+            return (X * w[:, None]).T @ X / n, X.T @ X / n, X.mean(0), X.T @ w / n
+    func()
+    record_peak(func)
+    benchmark.pedantic(func, rounds=3 if FULL else 1, iterations=1)

@@ -264,11 +264,25 @@ class _Operator:
         if self.kind in ("dense", "sparse"):
             return np.asarray(self.A @ X, dtype=np.float64)
         A = self.A
-        if hasattr(A, "matmat"):
-            Y = np.asarray(A.matmat(X), dtype=np.float64)
-        else:
-            Y = np.column_stack([np.asarray(A.matvec(X[:, j]), dtype=np.float64).reshape(-1) for j in range(X.shape[1])])
-        Y = Y.reshape(self.d, X.shape[1])
+        try:
+            if hasattr(A, "matmat"):
+                Y = np.asarray(A.matmat(X), dtype=np.float64)
+            else:
+                Y = np.column_stack([np.asarray(A.matvec(X[:, j]), dtype=np.float64).reshape(-1)
+                                     for j in range(X.shape[1])])
+        except ValueError as exc:  # e.g. scipy's reshape error when the operator's shape and its products disagree
+            raise ValueError(
+                f"A: the operator's product failed for a block of shape {X.shape} ({exc}); its shape says "
+                f"{(self.d, self.d)}: make matvec/matmat accept vectors of length {self.d}"
+            ) from None
+        want = (self.d, X.shape[1])
+        if X.shape[1] == 1 and Y.shape == (self.d,):
+            Y = Y.reshape(want)
+        if Y.shape != want:
+            raise ValueError(
+                f"A: the operator returned shape {Y.shape} for a block of shape {X.shape}; it must return "
+                f"{want} (A @ X, one column per vector)"
+            )
         if not np.isfinite(Y).all():
             raise ValueError("A: the operator returned NaN or inf; check the operator's matvec/matmat")
         return Y

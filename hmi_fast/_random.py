@@ -20,6 +20,12 @@ import numpy as np
 from numba import prange, uint64, int64
 
 from ._config import jit
+from ._validation import check_dtype, check_int, check_out
+
+#: rows of a stream are numbered 0 .. ROW_LIMIT - 1: the kernels index them with a signed 64-bit counter.
+ROW_LIMIT = 2**63
+#: seeds are hashed as 64-bit words.
+SEED_LIMIT = 2**64
 
 _C = 128
 _R = 3.442619855899
@@ -122,11 +128,8 @@ def _normal(state, zx, zr):
 
 def stream_key(seed: int) -> np.uint64:
     """The 64-bit key of a stream (a hash of the seed)."""
-    seed = int(seed)
-    if seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed}")
-    s = np.uint64(seed % (1 << 64))
-    return np.uint64(_mix_py(int(s) ^ 0x2545F4914F6CDD1D))
+    seed = check_int(seed, "seed", 0, SEED_LIMIT - 1, high="2**64 - 1")
+    return np.uint64(_mix_py(seed ^ 0x2545F4914F6CDD1D))
 
 
 def _mix_py(z: int) -> int:
@@ -164,14 +167,39 @@ def fill_normals(seed_key: np.uint64, row0: int, X: np.ndarray, extra: np.ndarra
     with the same number of rows (per-row draws that follow the covariates,
     such as label noise); ``head`` (optional, float64, same rows) receives the
     first ``head.shape[1]`` entries of each row before any rounding to X's dtype.
+
+    Every array is checked (shape, dtype, C-contiguity, writeability, no
+    shared memory) before the kernel writes it, and the rows must lie below
+    :data:`ROW_LIMIT`.
     """
+    if not isinstance(X, np.ndarray) or X.ndim != 2:
+        raise ValueError(f"X: must be a 2-D array of shape (rows, d), got {getattr(X, 'shape', type(X).__name__)}")
+    n = X.shape[0]
+    check_out(X, X.shape, check_dtype(X.dtype, "X"), "X")
+    if not isinstance(extra, np.ndarray) or extra.ndim != 2:
+        raise ValueError(f"extra: must be a 2-D float64 array with {n} rows")
+    check_out(extra, (n, extra.shape[1]), np.float64, "extra", avoid=[(X, "X")])
     if head is None:
-        head = np.empty((X.shape[0], 0))
-    _fill_rows(seed_key, np.int64(row0), X, head, extra, ZIG_X, ZIG_R)
+        head = np.empty((n, 0))
+    elif not isinstance(head, np.ndarray) or head.ndim != 2 or head.shape[1] > X.shape[1]:
+        raise ValueError(f"head: must be a 2-D float64 array with {n} rows and at most {X.shape[1]} columns")
+    else:
+        check_out(head, (n, head.shape[1]), np.float64, "head", avoid=[(X, "X"), (extra, "extra")])
+    row0 = check_int(row0, "row0", 0, ROW_LIMIT - n, high=f"2**63 - {n}", note=" (rows are numbered by a 64-bit counter)")
+    _fill_rows(np.uint64(seed_key), np.int64(row0), X, head, extra, ZIG_X, ZIG_R)
 
 
 def normals(seed: int, row0: int, n: int, d: int, dtype=np.float64) -> np.ndarray:
-    """Rows ``row0 .. row0+n`` of the standard normal stream with ``seed`` (shape (n, d))."""
-    X = np.empty((n, d), dtype=dtype)
+    """Rows ``row0 .. row0+n`` of the standard normal stream with ``seed`` (shape (n, d)).
+
+    Examples
+    --------
+    >>> from hmi_fast._random import normals
+    >>> normals(seed=0, row0=0, n=2, d=3).shape
+    (2, 3)
+    """
+    n = check_int(n, "n", 0)
+    d = check_int(d, "d", 1)
+    X = np.empty((n, d), dtype=check_dtype(dtype, "dtype"))
     fill_normals(stream_key(seed), row0, X, np.empty((n, 0)))
     return X

@@ -75,7 +75,7 @@ class WeightSketch:
     >>> s.add(np.array([0.5, -0.25, 0.5, 0.0]))
     >>> values, probs = s.law()
     >>> values.tolist(), probs.tolist()
-    ([-0.25, 0.0, 0.5], [0.25, 0.25, 0.5])
+    ([-0.25, 0.0, 0.5, 0.5], [0.25, 0.25, 0.25, 0.25])
     """
 
     def __init__(self):
@@ -111,14 +111,28 @@ class WeightSketch:
         return new
 
     def law(self, shift: float = 0.0):
-        """``(values - shift, probabilities)`` over the non-empty bins (each bin at the mean of its values)."""
+        """``(values - shift, probabilities)``: each non-empty bin at the mean of its values, and the exact
+        minimum and maximum as atoms of one value each (values ascending; equal values may repeat)."""
         n = self.n
         if n == 0:
             raise ValueError("weight sketch: no rows seen yet; update the accumulator with at least one row first")
-        keep = self.counts > 0
-        c = self.counts[keep]
-        v = np.clip(self.sums[keep] / c, self.minimum, self.maximum)
-        return v - shift, c / n
+        keep = np.flatnonzero(self.counts > 0)
+        c = self.counts[keep].astype(np.float64)
+        s = self.sums[keep].copy()
+        # the extremes are kept exactly (the finite-α bulk edges depend on them): an atom of one value at each,
+        # the rest of its bin at the mean of the others
+        atoms_v, atoms_c = [], []
+        for j, x in ((0, self.minimum), (len(keep) - 1, self.maximum)):
+            if c[j] > 1 and not (j == len(keep) - 1 and len(keep) == 1 and atoms_v):
+                atoms_v.append(x)
+                atoms_c.append(1.0)
+                c[j] -= 1.0
+                s[j] -= x
+        v = np.concatenate([s / c, atoms_v])
+        c = np.concatenate([c, atoms_c])
+        v = np.clip(v, self.minimum, self.maximum)
+        order = np.argsort(v, kind="stable")
+        return v[order] - shift, c[order] / n
 
     # ---------------------------------------------------------------- state
     def state(self) -> dict:

@@ -132,3 +132,106 @@ def not_fitted(name: str, methods: str) -> Exception:
         return NotFittedError(msg)
     except ImportError:  # scikit-learn is optional
         return AttributeError(msg)
+
+
+def check_int(value, name: str, minimum: int | None = None, maximum: int | None = None, *,
+              low: str | None = None, high: str | None = None, note: str = "") -> int:
+    """An integer (bool refused) within ``[minimum, maximum]``.
+
+    ``low``/``high`` are how the bounds read in the message (e.g. ``"2**63"``),
+    ``note`` a reason appended to the rule, e.g. "n: must be an integer >= 1, got 0".
+    """
+    lo = low if low is not None else str(minimum)
+    hi = high if high is not None else str(maximum)
+    if minimum is not None and maximum is not None:
+        rule = f"an integer between {lo} and {hi}{note}"
+    elif minimum is not None:
+        rule = f"an integer >= {lo}{note}"
+    elif maximum is not None:
+        rule = f"an integer <= {hi}{note}"
+    else:
+        rule = "an integer"
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name}: must be {rule}, got {value!r}")
+    value = int(value)
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        raise ValueError(f"{name}: must be {rule}, got {value}")
+    return value
+
+
+def check_number(value, name: str, minimum: float | None = None, strict: bool = False) -> float:
+    """A finite real number (bool refused), optionally ``>= minimum`` (``> minimum`` when ``strict``)."""
+    rule = "a finite number" + ("" if minimum is None else f" {'>' if strict else '>='} {minimum:g}")
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: must be {rule}, got {value!r}")
+    value = float(value)
+    if not np.isfinite(value) or (minimum is not None and (value <= minimum if strict else value < minimum)):
+        raise ValueError(f"{name}: must be {rule}, got {value!r}")
+    return value
+
+
+def check_out(out, shape: tuple, dtype, name: str = "out", avoid=()) -> np.ndarray:
+    """A preallocated output a kernel may write: checked before anything touches it.
+
+    ``out`` must be a plain ndarray (a subclass such as ``np.memmap`` is fine,
+    a masked array is not) of exactly ``shape`` and ``dtype``, C-contiguous,
+    writeable, and share no memory with any array of ``avoid``, a sequence of
+    ``(array, description)`` pairs.
+    """
+    if not isinstance(out, np.ndarray) or isinstance(out, np.ma.MaskedArray):
+        raise TypeError(f"{name}: must be a NumPy array (not masked), got {type(out).__name__}")
+    dtype = np.dtype(dtype)
+    if out.dtype != dtype:
+        raise TypeError(f"{name}: has dtype {out.dtype}; pass a {dtype.name} array")
+    if out.shape != tuple(shape):
+        raise ValueError(f"{name}: has shape {out.shape}; pass an array of shape {tuple(shape)}")
+    if not out.flags.c_contiguous:
+        raise ValueError(f"{name}: is not C-contiguous; pass np.empty({tuple(shape)}) or a slice of rows of one")
+    if not out.flags.writeable:
+        raise ValueError(f"{name}: is read-only; pass a writeable array")
+    for other, what in avoid:
+        if other is not None and np.may_share_memory(out, other):
+            raise ValueError(f"{name}: shares memory with {what}; pass a separate array")
+    return out
+
+
+def check_dense(X, name: str, ndim: int) -> np.ndarray:
+    """User data as a dense float32/float64 array with ``ndim`` dimensions, in scikit-learn's wording.
+
+    Sparse matrices and masked arrays are refused (TypeError: say what to pass
+    instead); complex data is refused (ValueError "Complex data not supported");
+    object arrays of numbers are converted to float64; a 1-D ``X`` or a 2-D
+    ``y`` gets the reshape hint. Values are not checked here (see
+    :func:`check_finite`).
+    """
+    if hasattr(X, "tocsr") or type(X).__module__.startswith("scipy.sparse"):
+        raise TypeError(f"{name}: sparse input is not supported; pass a dense array, e.g. {name}.toarray()")
+    if isinstance(X, np.ma.MaskedArray):
+        raise TypeError(f"{name}: masked arrays are not supported; fill or drop the masked entries first "
+                        f"(e.g. {name}.filled(value) or {name}.compressed())")
+    if X is None:
+        raise TypeError(f"{name}: expected an array, got None")
+    X = np.asarray(X)
+    if np.iscomplexobj(X):
+        raise ValueError(f"{name}: Complex data not supported; pass real float32 or float64 values")
+    if X.dtype == object:
+        try:
+            X = X.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{name}: an object array that is not numeric ({exc}); "
+                            "convert it to np.float32 or np.float64") from None
+    if X.ndim != ndim:
+        if ndim == 2:
+            raise ValueError(f"{name}: expected a 2-D array of shape (n_samples, n_features), got shape {X.shape}. "
+                             f"Reshape your data with {name}.reshape(-1, 1) for a single feature or "
+                             f"{name}.reshape(1, -1) for a single sample")
+        raise ValueError(f"{name}: expected a 1-D array of shape (n_samples,), got shape {X.shape}")
+    return check_float_array(X, name, ndim)
+
+
+def check_finite(X, name: str, row0: int = 0, fix: str = "remove or impute them") -> None:
+    """Raise naming the first row (counted from ``row0``) of ``X`` that holds NaN or inf."""
+    if X.size and not np.isfinite(X).all():  # whole-array test first: the common, clean case allocates once
+        row = first_nonfinite_row(X)
+        what = "entry" if X.ndim == 1 else "row"
+        raise ValueError(f"{name}: {what} {row0 + row} contains NaN or inf; {fix}")

@@ -75,49 +75,54 @@ def _destinations(w, cap, dest):
 
 
 @jit(parallel=True)
-def _pack_rows(X, w, dest, buf, scale, nt):
-    """buf[dest[i]] = scale·√|w_i|·X[i] for row-major X.
+def _pack_rows(X, B, w, dest, buf, scale, absmask, expmask, nt):
+    """buf[dest[i]] = scale·√|w_i|·X[i] for row-major X; B is X viewed as signed integers of its width.
 
-    Returns (first row holding NaN/inf or -1, max over packed rows of √|w_i|·max_j |X[i, j]|).
+    Returns (first row holding NaN/inf or -1, bit pattern of max |X|). The
+    checks read |x| as an integer (sign bit cleared): for floats its order
+    is the numeric order and NaN/inf are the patterns >= ``expmask``, so one
+    integer max per row (which vectorises; a float max with NaN semantics
+    does not) gives both.
     """
     n, d = X.shape
     bad = np.full(nt, n, dtype=np.int64)
-    big = np.zeros(nt)
+    big = np.zeros(nt, dtype=B.dtype)
     chunk = (n + nt - 1) // nt
     for t in prange(nt):
         lo = t * chunk
         hi = min(n, lo + chunk)
+        m = big[t]
         for i in range(lo, hi):
             r = dest[i]
-            nonfinite = False
+            mb = absmask - absmask
             if r < 0:
                 for j in range(d):
-                    nonfinite |= not np.isfinite(X[i, j])
+                    b = B[i, j] & absmask
+                    if b > mb:
+                        mb = b
             else:
-                s = np.sqrt(abs(w[i]))
-                f = s * scale
-                m = 0.0
+                f = np.sqrt(abs(w[i])) * scale
                 for j in range(d):
-                    v = X[i, j]
-                    nonfinite |= not np.isfinite(v)
-                    m = max(m, abs(v))
-                    buf[r, j] = v * f
-                if m * s > big[t]:
-                    big[t] = m * s
-            if nonfinite:
-                if i < bad[t]:
-                    bad[t] = i
+                    b = B[i, j] & absmask
+                    if b > mb:
+                        mb = b
+                    buf[r, j] = X[i, j] * f
+            if mb >= expmask and i < bad[t]:
+                bad[t] = i
+            if mb > m:
+                m = mb
+        big[t] = m
     first = bad.min()
     return (-1 if first == n else first), big.max()
 
 
 @jit(parallel=True)
 def _pack_cols(X, w, dest, buf, scale, nt):
-    """Column-major variant of :func:`_pack_rows` (F-ordered X)."""
+    """Column-major variant of :func:`_pack_rows` (F-ordered X); returns (first bad row or -1, max |X|)."""
     n, d = X.shape
     sq = np.empty(n, dtype=np.float64)
     for i in range(n):
-        sq[i] = np.sqrt(abs(w[i]))
+        sq[i] = np.sqrt(abs(w[i])) * scale
     bad = np.full(nt, n, dtype=np.int64)
     big = np.zeros(nt)
     chunk = (d + nt - 1) // nt
@@ -130,38 +135,53 @@ def _pack_cols(X, w, dest, buf, scale, nt):
                 if not np.isfinite(v):
                     if i < bad[t]:
                         bad[t] = i
+                elif abs(v) > big[t]:
+                    big[t] = abs(v)
                 r = dest[i]
                 if r >= 0:
-                    a = abs(v) * sq[i]
-                    if a > big[t]:
-                        big[t] = a
-                    buf[r, j] = v * (sq[i] * scale)
+                    buf[r, j] = v * sq[i]
     first = bad.min()
     return (-1 if first == n else first), big.max()
 
 
 @jit(parallel=True)
-def _scan(X, nt):
-    """(first row of X holding NaN/inf or -1, max |X|) without writing anything."""
-    n, d = X.shape
+def _scan(B, absmask, expmask, nt):
+    """(first row holding NaN/inf or -1, bit pattern of max |X|) from the integer view B of X; writes nothing."""
+    n, d = B.shape
     bad = np.full(nt, n, dtype=np.int64)
-    big = np.zeros(nt)
+    big = np.zeros(nt, dtype=B.dtype)
     chunk = (n + nt - 1) // nt
     for t in prange(nt):
         lo = t * chunk
         hi = min(n, lo + chunk)
-        m = 0.0
+        m = big[t]
         for i in range(lo, hi):
-            nonfinite = False
+            mb = absmask - absmask
             for j in range(d):
-                v = X[i, j]
-                nonfinite |= not np.isfinite(v)
-                m = max(m, abs(v))
-            if nonfinite and i < bad[t]:
+                b = B[i, j] & absmask
+                if b > mb:
+                    mb = b
+            if mb >= expmask and i < bad[t]:
                 bad[t] = i
+            if mb > m:
+                m = mb
         big[t] = m
     first = bad.min()
     return (-1 if first == n else first), big.max()
+
+
+_BITS = {
+    np.dtype(np.float64): (np.int64, np.int64(0x7FFFFFFFFFFFFFFF), np.int64(0x7FF0000000000000)),
+    np.dtype(np.float32): (np.int32, np.int32(0x7FFFFFFF), np.int32(0x7F800000)),
+}
+
+
+def _max_abs_and_first_bad(X, nt, pack=None):
+    """Run ``pack(X, B, ...)`` (or the scan) and decode: (first bad row or -1, max |X| as a float)."""
+    itype, absmask, expmask = _BITS[X.dtype]
+    B = X.view(itype)
+    bad, bits = _scan(B, absmask, expmask, nt) if pack is None else pack(B, absmask, expmask)
+    return bad, float(np.array([bits], dtype=itype).view(X.dtype)[0])
 
 
 @jit(parallel=True)
@@ -267,9 +287,9 @@ class SpectralAccumulator:
     shift : float or None
         The μ subtracted from the weights (with ``center=True``: the mean of τ
         over the rows seen; ``None`` before the first row).
-    weight_sketch : WeightSketch
-        Mergeable summary of the law of τ(y_i); :meth:`weight_law` gives the
-        law of the weights.
+    weight_sketch
+        The law of the weights (a view with ``.law()``), from a mergeable
+        fixed-size summary of τ(y_i) (:class:`hmi_fast._sketch.WeightSketch`).
     frame : LatentFrame or None
         Frame of the sums held (``None``: x).
 
@@ -304,7 +324,7 @@ class SpectralAccumulator:
         self._sx = np.zeros(self.d) if self.moments_kept else None
         self._swx = np.zeros(self.d) if self.moments_kept else None
         self._bound = 0.0  # bound on max |entry| of the sums (overflow watch)
-        self.weight_sketch = WeightSketch()
+        self._sketch = WeightSketch()
         self._buf = self._dest = self._scratch = None
 
     @property
@@ -339,10 +359,20 @@ class SpectralAccumulator:
             m2 = max(m2 - self._delta**2, 0.0)
         return m2
 
+    @property
+    def weight_sketch(self) -> "_WeightLaw":
+        """The law of the weights, for ``select_components(..., weights=acc.weight_sketch)``.
+
+        A live view: ``.law()`` returns ``(values, probabilities)`` of the
+        weights ``τ(y_i) − shift`` of the rows held at the time of the call;
+        ``.counts`` are the bin counts of the underlying :class:`WeightSketch` of τ.
+        """
+        return _WeightLaw(self)
+
     def weight_law(self):
         """``(values, probabilities)``: the law of the weights ``τ(y_i) − shift`` (from :attr:`weight_sketch`)."""
         with self._lock:
-            return self.weight_sketch.law(self.shift or 0.0)
+            return self._sketch.law(self.shift or 0.0)
 
     # ------------------------------------------------------------ internals
     def _buffers(self, rows: int):
@@ -351,6 +381,22 @@ class SpectralAccumulator:
             self._buf = np.empty((cap, self.d), dtype=self.dtype)
             self._dest = np.empty(cap, dtype=np.int64)
         return self._buf, self._dest
+
+    def _gram_product(self, X, ones, xmax, row0):
+        """gram += Σ_i X_i X_iᵀ; straight from X when it allows (C-ordered, in the product dtype, in range)."""
+        lo, hi = _SAFE[self.dtype]
+        bound = X.shape[0] * xmax * xmax
+        if (X.flags.c_contiguous and X.dtype == self.dtype and (xmax == 0.0 or lo <= xmax <= hi)
+                and self._bound + bound <= _SUM_LIMIT):
+            if self.dtype == np.float64:
+                blas.dsyrk(1.0, X.T, beta=1.0, c=self._gram, trans=0, lower=0, overwrite_c=1)
+                return bound
+            if self._scratch is None or self._scratch.dtype != self.dtype:
+                self._scratch = np.zeros((self.d, self.d), dtype=self.dtype, order="F")
+            blas.ssyrk(1.0, X.T, beta=0.0, c=self._scratch, trans=0, lower=0, overwrite_c=1)
+            _add_upper(self._gram, self._scratch, 1.0, numba.get_num_threads())
+            return bound
+        return self._product(X, ones, self._gram, row0)
 
     def _product(self, X, w, target, row0, what="X"):
         """target (upper, F-ordered float64) += Σ_i w_i X_i X_iᵀ over the rows of one chunk.
@@ -362,11 +408,19 @@ class SpectralAccumulator:
         buf, dest = self._buffers(n)
         cap = buf.shape[0]
         p, q = _destinations(w, cap, dest[:n])
-        pack = _pack_cols if (X.flags.f_contiguous and not X.flags.c_contiguous) else _pack_rows
         nt = numba.get_num_threads()
-        bad, big = pack(X, w, dest[:n], buf, 1.0, nt)
+        if X.flags.f_contiguous and not X.flags.c_contiguous:
+            def pack(scale):
+                return _pack_cols(X, w, dest[:n], buf, scale, nt)
+        else:
+            def pack(scale):
+                return _max_abs_and_first_bad(
+                    X, nt, lambda B, am, em: _pack_rows(X, B, w, dest[:n], buf, scale, am, em, nt))
+        bad, xmax = pack(1.0)
         if bad >= 0:
             raise ValueError(f"{what}: non-finite value in row {row0 + bad}; remove or impute NaN/inf before building T")
+        # a bound on √|w_i|·|x_ij| over the packed rows (exact when the largest |x| is in a row of the largest |w|)
+        big = xmax * math.sqrt(float(np.max(np.abs(w), initial=0.0)))
         if big == 0.0 or not (p or q):
             return 0.0
         if not math.isfinite(big):
@@ -379,7 +433,7 @@ class SpectralAccumulator:
         e = 0
         if not lo <= big <= hi:  # scale the packed rows by a power of two (exact) and back in float64
             e = max(math.frexp(big)[1], -1000)  # below 2^-1000 the squares underflow float64 anyway
-            pack(X, w, dest[:n], buf, math.ldexp(1.0, -e), nt)
+            pack(math.ldexp(1.0, -e))
         careful = e != 0 or self.dtype == np.float32 or self._bound + bound > _SUM_LIMIT
         syrk = _syrk_func(self.dtype)
         if not careful:  # float64 in range: straight into the sum
@@ -413,7 +467,7 @@ class SpectralAccumulator:
     def _snapshot(self) -> dict:
         """Copies of every mutable field (restored when an update fails half-way)."""
         return {k: (v.copy(order="K") if isinstance(v, np.ndarray) else v) for k, v in self.__dict__.items()
-                if k not in ("_lock", "_buf", "_dest", "_scratch", "weight_sketch")}
+                if k not in ("_lock", "_buf", "_dest", "_scratch", "_sketch")}
 
     def _restore(self, snap: dict) -> None:
         self.__dict__.update(snap)
@@ -472,7 +526,7 @@ class SpectralAccumulator:
             step = self.block_size
             risky = False
             if n > step or self._gram is not None:  # several products: find every error before the first is added
-                bad, xmax = _scan(X, numba.get_num_threads())
+                bad, xmax = _max_abs_and_first_bad(X, numba.get_num_threads())
                 if bad >= 0:
                     raise ValueError(
                         f"X: non-finite value in row {self.n + bad}; remove or impute NaN/inf before building T"
@@ -489,7 +543,7 @@ class SpectralAccumulator:
                     hi = min(n, lo + step)
                     b = self._product(X[lo:hi], w[lo:hi], self._sum, self.n + lo)
                     if self._gram is not None:
-                        b = max(b, self._product(X[lo:hi], ones[: hi - lo], self._gram, self.n + lo))
+                        b = max(b, self._gram_product(X[lo:hi], ones[: hi - lo], xmax, self.n + lo))
                     self._bound += b
             except Exception:
                 if snapshot is not None:
@@ -502,7 +556,7 @@ class SpectralAccumulator:
             self._base = base
             self._wsum += float(np.sum(w))
             self._w2sum += float(np.dot(w, w))
-            self.weight_sketch.add(w, base)
+            self._sketch.add(w, base)
             self.n += n
         return self
 
@@ -558,7 +612,7 @@ class SpectralAccumulator:
             self._wsum += src._wsum + d_base * src.n
             self._w2sum += src._w2sum + 2.0 * d_base * src._wsum + d_base**2 * src.n
             self._bound += src._bound
-            self.weight_sketch.merge(src.weight_sketch)
+            self._sketch.merge(src._sketch)
             self.n += src.n
         return self
 
@@ -627,7 +681,7 @@ class SpectralAccumulator:
                 "swx": np.zeros(0) if self._swx is None else self._swx.copy(),
                 "bound": self._bound,
             }
-            out.update(self.weight_sketch.state())
+            out.update(self._sketch.state())
             out["sketch_counts"] = out["sketch_counts"].copy()
             out["sketch_sums"] = out["sketch_sums"].copy()
         return out
@@ -675,7 +729,7 @@ class SpectralAccumulator:
             if self._sx is not None:
                 new._sx[...] = self._sx
                 new._swx[...] = self._swx
-            new.weight_sketch = self.weight_sketch.copy()
+            new._sketch = self._sketch.copy()
         return new
 
     def __reduce__(self):
@@ -690,6 +744,23 @@ class SpectralAccumulator:
 
 
 # ------------------------------------------------------------------ helpers
+class _WeightLaw:
+    """``acc.weight_sketch``: the law of an accumulator's weights, read when asked."""
+
+    def __init__(self, acc):
+        self._acc = acc
+
+    def law(self):
+        return self._acc.weight_law()
+
+    @property
+    def counts(self) -> np.ndarray:
+        return self._acc._sketch.counts
+
+    def __repr__(self) -> str:
+        return f"<law of the weights of {self._acc!r}>"
+
+
 def _check_frame(frame, d):
     from .model import LatentFrame
 
@@ -724,6 +795,8 @@ def _scalar(state, key, kind):
     if v.shape != ():
         raise ValueError(f"state: {key!r} must be a scalar, got an array of shape {v.shape}")
     v = v[()]
+    if isinstance(v, np.generic):
+        v = v.item()
     if kind == "str":
         if not isinstance(v, str):
             raise ValueError(f"state: {key!r} must be a string, got {v!r}")
@@ -804,10 +877,10 @@ def _from_state(cls, state):
     bound = _scalar(state, "bound", "float")
     if not (math.isfinite(wsum) and math.isfinite(w2sum) and w2sum >= 0):
         raise ValueError(f"state: 'wsum', 'w2sum' must be finite with w2sum >= 0, got {wsum}, {w2sum}")
-    if wsum * wsum > n * w2sum * (1 + 1e-9) + 1e-300:
-        raise ValueError(f"state: inconsistent weight moments (wsum² = {wsum * wsum:.6g} > n·w2sum = {n * w2sum:.6g})")
     if n == 0 and (np.any(S) or wsum or w2sum):
         raise ValueError("state: n is 0 but the sums are not zero")
+    if wsum * wsum > n * w2sum * (1 + 1e-9) + 1e-300:
+        raise ValueError(f"state: inconsistent weight moments (wsum² = {wsum * wsum:.6g} > n·w2sum = {n * w2sum:.6g})")
     keeps_gram = mode == "exact" or moments
     G = _array(state, "gram", (d, d) if keeps_gram else (0, 0))
     if keeps_gram and (np.diag(G) < 0).any():
@@ -825,5 +898,5 @@ def _from_state(cls, state):
     if moments:
         acc._sx[...] = sx
         acc._swx[...] = swx
-    acc.weight_sketch = sketch
+    acc._sketch = sketch
     return acc

@@ -109,6 +109,12 @@ def _blocks(acc, src):
         yield a, Xb, yb
 
 
+def _check_on_rows(on_rows):
+    if on_rows is not None and not callable(on_rows):
+        raise TypeError(f"on_rows: must be a callable taking a row count, or None, got {type(on_rows).__name__}")
+    return on_rows
+
+
 def iter_accumulate(
     source,
     y=None,
@@ -122,6 +128,7 @@ def iter_accumulate(
     n: int | None = None,
     start: int = 0,
     accumulator: SpectralAccumulator | None = None,
+    on_rows=None,
 ) -> Iterator[tuple[int, SpectralAccumulator]]:
     """Stream ``source`` into an accumulator and yield ``(n_j, accumulator)`` at each checkpoint.
 
@@ -149,6 +156,8 @@ def iter_accumulate(
         Continue this accumulator: the rows read are added to it. To resume
         a model's stream where the accumulator stopped, pass
         ``start=accumulator.n``.
+    on_rows : callable, optional
+        Called with the number of rows added after each block (progress bars).
 
     Examples
     --------
@@ -166,10 +175,10 @@ def iter_accumulate(
     cps = _check_checkpoints(checkpoints, None if src.n is None else held + src.n)
     if cps[0] <= held:
         raise ValueError(f"checkpoints: the first one ({cps[0]}) is not beyond the {held} rows the accumulator holds")
-    return _checkpoint_pass(acc, src, cps)
+    return _checkpoint_pass(acc, src, cps, _check_on_rows(on_rows))
 
 
-def _checkpoint_pass(acc, src, cps):
+def _checkpoint_pass(acc, src, cps, on_rows=None):
     k = 0
     last = None
     for a, Xb, yb in _blocks(acc, src):
@@ -179,6 +188,8 @@ def _checkpoint_pass(acc, src, cps):
             cut = lo + cps[k] - a.n
             if cut > lo:
                 a.update(Xb[lo:cut], yb[lo:cut], frame=src.frame)
+                if on_rows is not None:
+                    on_rows(cut - lo)
             lo = cut
             yield cps[k], a
             k += 1
@@ -186,6 +197,8 @@ def _checkpoint_pass(acc, src, cps):
             return
         if lo < rows:
             a.update(Xb[lo:], yb[lo:], frame=src.frame)
+            if on_rows is not None:
+                on_rows(rows - lo)
     held = last.n if last is not None else (acc.n if isinstance(acc, SpectralAccumulator) else 0)
     if held == 0:
         raise ValueError("X: has no rows; T needs at least one sample")
@@ -193,7 +206,7 @@ def _checkpoint_pass(acc, src, cps):
 
 
 def accumulate(source, y=None, *, preprocess=_UNSET, center=_UNSET, moments=_UNSET, block_size=None, dtype=None,
-               n=None, start=0, accumulator=None) -> SpectralAccumulator:
+               n=None, start=0, accumulator=None, on_rows=None) -> SpectralAccumulator:
     """One pass over ``source`` into a :class:`~hmi_fast.SpectralAccumulator`, which is returned.
 
     ``accumulate(...).finalize()`` is T (of x, whatever the source). Use this
@@ -211,6 +224,7 @@ def accumulate(source, y=None, *, preprocess=_UNSET, center=_UNSET, moments=_UNS
     >>> bool(np.allclose(acc.finalize(), spectral_matrix(model, n=1000)))
     True
     """
+    on_rows = _check_on_rows(on_rows)
     acc, src = _plan(source, y, preprocess=preprocess, center=center, block_size=block_size, dtype=dtype, n=n,
                      start=start, accumulator=accumulator, moments=moments, exact_mean=False)
     last = acc if isinstance(acc, SpectralAccumulator) else None
@@ -218,6 +232,8 @@ def accumulate(source, y=None, *, preprocess=_UNSET, center=_UNSET, moments=_UNS
     for a, Xb, yb in _blocks(acc, src):
         a.update(Xb, yb, frame=src.frame)
         last = a
+        if on_rows is not None:
+            on_rows(len(Xb))
     if last is None or last.n == before == 0:
         raise ValueError("X: has no rows; T needs at least one sample")
     return last

@@ -233,8 +233,7 @@ class SpectralEstimator(TransformerMixin, BaseEstimator):
             res = topk_eigh(T, k, which=which, seed=self.random_state)
             values, vectors = res.values, res.vectors
         rule = self.n_components if isinstance(self.n_components, str) else "gap"
-        sel = select_components(values, d=d, n=acc.n, rule=rule, which=which,
-                                tau_mean=acc.weight_mean, tau_sq_mean=acc.weight_sq_mean)
+        sel = select_components(values, d=d, n=acc.n, rule=rule, which=which, weights=acc.weight_sketch)
         if isinstance(self.n_components, str):
             index = np.asarray(sel.index, dtype=int)
         else:

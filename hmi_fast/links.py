@@ -112,8 +112,26 @@ def resolve_link(spec) -> Link:
             raise ValueError(f"link: unknown name {spec!r}; use one of {sorted(BUILTIN_LINKS)} or a callable")
         return Link(spec, BUILTIN_LINKS[spec], None)
     if callable(spec):
-        return Link(getattr(spec, "__name__", "custom"), -1, spec)
+        link = Link(getattr(spec, "__name__", "custom"), -1, spec)
+        if link.is_jitted:
+            _probe_jitted(link)
+        return link
     raise TypeError(f"link: expected a name or a callable, got {type(spec).__name__}")
+
+
+def _probe_jitted(link: Link) -> None:
+    """A jitted link runs inside the kernels: check once, here, that it maps a float to a number."""
+    from numba.core.errors import NumbaError
+
+    try:
+        value = link.func(0.5)
+    except NumbaError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TypeError(f"link: the numba function {link.name!r} does not compile for a float64 argument "
+                        f"({first}); it must map one float to one float") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"link: the numba function {link.name!r} returned {type(value).__name__} for 0.5; "
+                        "it must return a float")
 
 
 def resolve_links(spec, m_star: int) -> tuple[Link, ...]:

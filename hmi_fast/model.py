@@ -22,8 +22,8 @@ from numba import prange
 from scipy.linalg import lapack
 
 from ._config import jit
-from ._random import fill_normals, stream_key
-from ._validation import check_dtype, check_positive_int
+from ._random import ROW_LIMIT, SEED_LIMIT, fill_normals, stream_key
+from ._validation import check_dtype, check_float_array, check_int, check_number, check_out, check_positive_int
 from .links import Link, combine, resolve_links
 
 DIRECTIONS = ("orthogonal", "gaussian")
@@ -188,17 +188,9 @@ class HMIModel:
         self.m_star = check_positive_int(m_star, "m_star")
         if self.m_star > self.d:
             raise ValueError(f"m_star: must be at most d={self.d}, got {self.m_star}")
-        gamma = float(gamma)
-        if not np.isfinite(gamma):
-            raise ValueError(f"gamma: must be a finite number, got {gamma}")
-        self.gamma = gamma
-        noise = float(noise)
-        if not (np.isfinite(noise) and noise >= 0):
-            raise ValueError(f"noise: the variance Δ must be finite and >= 0, got {noise}")
-        self.noise = noise
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"seed: must be a non-negative integer, got {seed!r}")
-        self.seed = int(seed)
+        self.gamma = gamma = check_number(gamma, "gamma")
+        self.noise = check_number(noise, "noise", minimum=0.0)  # the variance Δ of the label noise
+        self.seed = check_int(seed, "seed", 0, SEED_LIMIT - 1, high="2**64 - 1")
         if directions not in DIRECTIONS:
             raise ValueError(f"directions: must be one of {DIRECTIONS}, got {directions!r}")
         self.directions = directions
@@ -253,55 +245,117 @@ class HMIModel:
     # ------------------------------------------------------------------ data
     def target(self, X: np.ndarray) -> np.ndarray:
         """Noise-free target ``f*(x) = Σ_k a_k g_k(<w_k, x>)`` for the rows of ``X``."""
-        X = np.asarray(X)
-        if X.ndim != 2 or X.shape[1] != self.d:
-            raise ValueError(f"X: expected shape (n, {self.d}), got {X.shape}")
         return combine(self.links, self.a, self.preactivations(X))
 
     def preactivations(self, X: np.ndarray) -> np.ndarray:
         """``Z = X Wᵀ`` (n × m*), in float64."""
+        X = check_float_array(X, "X", 2)
+        if X.shape[1] != self.d:
+            raise ValueError(f"X: expected shape (n, {self.d}), got {X.shape}")
         W = self.W if X.dtype == np.float64 else self.W.astype(X.dtype)
         return np.asarray(X @ W.T, dtype=np.float64)
 
-    def rows(self, start: int, stop: int, dtype=np.float64, out=None):
+    def _check_range(self, start, stop) -> tuple[int, int]:
+        start = check_int(start, "start", 0, ROW_LIMIT, high="2**63", note=_ROWS_BELOW)
+        stop = check_int(stop, "stop", start, ROW_LIMIT, low=f"start={start}", high="2**63", note=_ROWS_BELOW)
+        return start, stop
+
+    def _check_out(self, out, n: int, dtype):
+        """``dtype`` resolved against ``out`` (None: out's, or float64), and ``out`` checked."""
+        if out is None:
+            return check_dtype(np.float64 if dtype is None else dtype, "dtype"), None
+        if dtype is None:
+            if not isinstance(out, np.ndarray):
+                raise TypeError(f"out: must be a NumPy array, got {type(out).__name__}")
+            dtype = check_dtype(out.dtype, "out")
+        else:
+            dtype = check_dtype(dtype, "dtype")
+        return dtype, check_out(out, (n, self.d), dtype, "out", [(a, "the model's own arrays") for a in self._own_arrays()])
+
+    def _own_arrays(self):
+        """Every array the model holds (an ``out`` must not overlap them)."""
+        for holder in (self, getattr(self, "frame", None)):
+            for value in getattr(holder, "__dict__", {}).values():
+                if isinstance(value, np.ndarray):
+                    yield value
+
+    def rows(self, start: int, stop: int, *, dtype=None, out=None):
         """Rows ``start .. stop`` of the data stream, as ``(X, y)``.
 
         Labels are computed from the float64 covariates before any rounding
         to ``dtype``, with a fixed summation order: every row is the same
         whatever block size or thread count produced it.
 
-        ``out`` may be a preallocated C-contiguous array of shape
-        ``(stop - start, d)`` and the requested dtype; it is filled and returned.
-        """
-        dtype = check_dtype(dtype, "dtype")
-        n = stop - start
-        if start < 0 or n < 0:
-            raise ValueError(f"rows: need 0 <= start <= stop, got start={start}, stop={stop}")
-        if out is None:
-            X = np.empty((n, self.d), dtype=dtype)
-        else:
-            if out.shape != (n, self.d) or out.dtype != dtype or not out.flags.c_contiguous:
-                raise ValueError(f"out: expected a C-contiguous {np.dtype(dtype).name} array of shape {(n, self.d)}")
-            X = out
-        if self.frame is None:  # a covariance model: its latent rows are rows of x
-            _, y = self.latent_rows(start, stop, out=X)
-            return X, y.astype(dtype, copy=False)
-        G, y = self.latent_rows(start, stop)
-        _rotate_rows(G, self._V, self._S, X)
-        return X, y.astype(dtype, copy=False)
+        Parameters
+        ----------
+        start, stop : int
+            ``0 <= start <= stop <= 2**63`` (rows are numbered by a 64-bit counter).
+        dtype : np.float32 or np.float64, optional
+            Of ``X`` and ``y``; default: ``out``'s dtype, or float64.
+        out : ndarray, optional
+            A C-contiguous, writeable array of shape ``(stop - start, d)`` and
+            dtype ``dtype`` that shares no memory with the model; it is filled
+            and returned as ``X``. Checked before anything is written.
 
-    def latent_rows(self, start: int, stop: int, out=None):
+        Examples
+        --------
+        >>> from hmi_fast import HMIModel
+        >>> model = HMIModel(d=5, m_star=1, gamma=1.0, seed=0)
+        >>> X, y = model.rows(10, 13)
+        >>> X.shape, bool((X == model.sample(13)[0][10:]).all())
+        ((3, 5), True)
+        """
+        start, stop = self._check_range(start, stop)
+        dtype, out = self._check_out(out, stop - start, dtype)
+        X = np.empty((stop - start, self.d), dtype=dtype) if out is None else out
+        return self._rows(start, X)
+
+    def _rows(self, start: int, X: np.ndarray):
+        """Fill ``X`` (checked by the caller) with rows ``start ..``; returns ``(X, y)``."""
+        if self.frame is None:  # a model with a covariance: its latent rows are rows of x
+            X, y = self._covariance_rows(start, X)
+            return X, y.astype(X.dtype, copy=False)
+        G, y = self._latent(start, np.empty(X.shape, dtype=np.float64))
+        _rotate_rows(G, self._V, self._S, X)
+        return X, y.astype(X.dtype, copy=False)
+
+    def latent_rows(self, start: int, stop: int, *, dtype=None, out=None):
         """Latent rows ``g`` (``x = Q g``) of rows ``start .. stop`` and their labels.
 
-        ``out`` (optional) is a C-contiguous float32/float64 array of shape
-        ``(stop - start, d)`` to fill. Labels are float64, computed from the
-        float64 draws whatever ``out``'s dtype. For a model with a covariance
+        The engine streams these: T of the latent rows is rotated once at the
+        end (docs/model.md). Labels are float64, computed from the float64
+        draws whatever the rows' dtype. For a model with a covariance
         (``frame`` None) these are rows of x.
+
+        Parameters
+        ----------
+        start, stop : int
+            ``0 <= start <= stop <= 2**63``.
+        dtype : np.float32 or np.float64, optional
+            Of the rows; default: ``out``'s dtype, or float64.
+        out : ndarray, optional
+            As for :meth:`rows`: C-contiguous, writeable, shape ``(stop - start, d)``,
+            dtype ``dtype``, no memory shared with the model. Filled and returned.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from hmi_fast import HMIModel
+        >>> model = HMIModel(d=5, m_star=1, gamma=1.0, seed=0)
+        >>> G, y = model.latent_rows(0, 4, out=np.empty((4, 5), dtype=np.float32))
+        >>> G.dtype, y.dtype
+        (dtype('float32'), dtype('float64'))
         """
-        n = stop - start
+        start, stop = self._check_range(start, stop)
+        dtype, out = self._check_out(out, stop - start, dtype)
+        G = np.empty((stop - start, self.d), dtype=dtype) if out is None else out
+        return self._latent(start, G)
+
+    def _latent(self, start: int, G: np.ndarray):
+        """Fill ``G`` (checked by the caller) with latent rows ``start ..``; returns ``(G, y)``."""
         if self.frame is None:
-            return self._covariance_rows(start, stop, out)
-        G = np.empty((n, self.d), dtype=np.float64) if out is None else out
+            return self._covariance_rows(start, G)
+        n = G.shape[0]
         xi = np.empty((n, 1), dtype=np.float64)
         Z = np.empty((n, self.m_star), dtype=np.float64)
         fill_normals(self._key, start, G, xi, head=Z)
@@ -312,13 +366,13 @@ class HMIModel:
             y += np.sqrt(self.noise) * xi[:, 0]
         return G, y
 
-    def _covariance_rows(self, start, stop, out):
-        """Rows of ``x = C u`` (C the AR(1) recursion or the Cholesky factor), u the isotropic stream."""
-        n = stop - start
+    def _covariance_rows(self, start: int, X: np.ndarray):
+        """Fill ``X`` with rows of ``x = C u`` (C the AR(1) recursion or the Cholesky factor; u the
+        isotropic stream); returns ``(X, y)`` with float64 labels."""
+        n = X.shape[0]
         U = np.empty((n, self.d), dtype=np.float64)
         xi = np.empty((n, 1), dtype=np.float64)
         fill_normals(self._key, start, U, xi)
-        X = U if out is None else out
         Z = np.empty((n, self.m_star), dtype=np.float64)
         if self.rho is not None:
             _ar1_rows(U, self.rho, np.sqrt(1.0 - self.rho**2), self.W, X, Z)
@@ -331,42 +385,76 @@ class HMIModel:
 
     def sample(self, n: int, dtype=np.float64):
         """The first ``n`` rows of the stream, in memory: ``(X, y)``."""
-        n = check_positive_int(n, "n")
-        return self.rows(0, n, dtype=dtype)
+        n = check_int(n, "n", 1, ROW_LIMIT, high="2**63", note=_ROWS_BELOW)
+        return self._rows(0, np.empty((n, self.d), dtype=check_dtype(dtype, "dtype")))
 
-    def stream(self, n: int, block_size: int | None = None, dtype=np.float64, start: int = 0) -> Iterator:
+    def stream(self, n: int, block_size: int | None = None, dtype=np.float64, start: int = 0, *,
+               reuse_buffer: bool = False) -> Iterator:
         """Yield ``(X_block, y_block)`` covering rows ``start .. start + n``.
 
-        The blocks reuse one buffer: copy ``X_block`` if you keep it past the
-        next iteration.
+        Each block is a new array the caller owns (``list(model.stream(...))``
+        and ``np.concatenate`` of the blocks are safe).
+
+        Parameters
+        ----------
+        n : int
+            Rows in all.
+        block_size : int, optional
+            Rows per block (default: 32 MiB of rows, see ``hmi_fast._config.block_rows``).
+        dtype : np.float32 or np.float64
+        start : int
+            First row (``start + n <= 2**63``).
+        reuse_buffer : bool
+            ``True``: every ``X_block`` is a view of one buffer, overwritten by
+            the next step (no allocation per block). Only for a consumer that
+            is done with each block before it asks for the next.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from hmi_fast import HMIModel
+        >>> model = HMIModel(d=4, m_star=1, gamma=1.0, seed=0)
+        >>> X = np.concatenate([xb for xb, _ in model.stream(10, block_size=3)])
+        >>> bool((X == model.sample(10)[0]).all())
+        True
         """
-        n = check_positive_int(n, "n")
+        n = check_int(n, "n", 1, ROW_LIMIT, high="2**63", note=_ROWS_BELOW)
+        start = check_int(start, "start", 0, ROW_LIMIT - n, high=f"2**63 - n = 2**63 - {n}", note=_ROWS_BELOW)
         dtype = check_dtype(dtype, "dtype")
+        if not isinstance(reuse_buffer, (bool, np.bool_)):
+            raise TypeError(f"reuse_buffer: must be True or False, got {reuse_buffer!r}")
         bs = _config.block_rows(self.d, dtype, block_size)
-        return _ModelStream(self, start, n, bs, dtype)
+        return _ModelStream(self, start, n, bs, dtype, bool(reuse_buffer))
+
+
+#: how the row bound reads in messages.
+_ROWS_BELOW = " (rows are numbered by a 64-bit counter)"
 
 
 class _ModelStream:
-    """Iterator over a model's rows; also tells the engine its length and width."""
+    """Iterator over a model's rows; also tells the engine its length, width and dtype."""
 
-    def __init__(self, model: HMIModel, start: int, n: int, block_size: int, dtype):
+    def __init__(self, model: HMIModel, start: int, n: int, block_size: int, dtype, reuse_buffer: bool = False):
         self.model = model
         self.start = start
         self.n = n
         self.block_size = block_size
         self.dtype = dtype
         self.d = model.d
+        self.reuse_buffer = reuse_buffer
 
     def __len__(self) -> int:
         return -(-self.n // self.block_size)
 
     def __iter__(self):
-        buf = np.empty((min(self.block_size, self.n), self.d), dtype=self.dtype)
+        shape = (min(self.block_size, self.n), self.d)
+        buf = np.empty(shape, dtype=self.dtype) if self.reuse_buffer else None
         row = self.start
         end = self.start + self.n
         while row < end:
             b = min(self.block_size, end - row)
-            yield self.model.rows(row, row + b, dtype=self.dtype, out=buf[:b])
+            X = buf[:b] if buf is not None else np.empty((b, self.d), dtype=self.dtype)
+            yield self.model._rows(row, X)
             row += b
 
 

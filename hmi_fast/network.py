@@ -13,26 +13,30 @@
 
 :func:`excess_risk` measures ``E (f(x) − f*(x))²`` on rows of the model's
 stream far beyond any training row (``TEST_START = 2**40``).
-:func:`gd_first_layer` is the gradient-descent view of the spectral stage.
+:func:`gd_first_layer` (in :mod:`hmi_fast.gd`) is the gradient-descent view of the spectral stage.
 """
 
 from __future__ import annotations
 
 import math
-import numbers
-from dataclasses import dataclass
+import warnings
 
 import numpy as np
 from numba import prange
+from sklearn.base import BaseEstimator, RegressorMixin, clone
 
 from . import _config
 from ._config import jit
-from ._validation import check_float_array, check_positive_int, not_fitted
+from ._validation import (check_dense, check_finite, check_int, check_lengths, check_number,
+                          check_positive_int, first_nonfinite_row, not_fitted)
+from .estimator import SpectralEstimator
+from .gd import GDTrajectory, gd_first_layer, subspace_overlap  # noqa: F401  (the GD view lives in gd.py)
 from .model import HMIModel
 from .ridge import NormalEquations, check_ridge
+from .sources import open_source
 
 ACTIVATIONS = ("relu", "abs", "tanh", "quadratic", "linear")
-READOUTS = ("ridge", "hermite")
+READOUTS = ("hermite", "ridge")
 HERMITE = -1
 
 #: first row of the test window of :func:`excess_risk` (seed s uses rows TEST_START + s·2**32 ...).
@@ -68,36 +72,40 @@ def _features_kernel(Z, code, degree, inv_norm, out):
 
 
 # ---------------------------------------------------------------- estimator
-class SpectralTwoLayer:
+class SpectralTwoLayer(RegressorMixin, BaseEstimator):
     """Two-layer network with a spectral first layer and a ridge readout.
+
+    The defaults learn every built-in link of :class:`~hmi_fast.HMIModel`
+    (docs/network.md, "Defaults": measured on he2, he2_he4, abs and relu).
 
     Parameters
     ----------
-    n_hidden : int or None
+    n_hidden : int or None, default None
         ``None``: one hidden unit per estimated direction (the rows of Ŵ).
         An integer: that many random unit combinations of Ŵ's rows (seeded).
-    activation : {"relu", "abs", "tanh", "quadratic", "linear"} or callable
+    activation : {"relu", "abs", "tanh", "quadratic", "linear"} or callable, default "relu"
         σ for ``readout="ridge"`` (a callable is applied to blocks of
         pre-activations and must return an array of the same shape).
-    readout : {"ridge", "hermite"}
-        Ridge on ``σ(<u_j, x>)``, or on the normalised Hermite features
-        ``He_m(<u_j, x>)/√m!``, ``m = 1..hermite_degree``, of each unit.
-    ridge : "gcv" or float
+    readout : {"hermite", "ridge"}, default "hermite"
+        Ridge on the normalised Hermite features ``He_m(<u_j, x>)/√m!``,
+        ``m = 1..hermite_degree``, of each unit, or on ``σ(<u_j, x>)``.
+    ridge : "gcv" or float, default "gcv"
         λ by generalised cross-validation over a log grid, or a fixed λ > 0
         (objective ``(1/n) Σ (y − b − fᵀv)² + λ||v||²``; see :mod:`hmi_fast.ridge`).
-    hermite_degree : int
+    hermite_degree : int, default 4
         Highest Hermite degree of ``readout="hermite"``.
-    split : float in (0, 1)
+    split : float in (0, 1), default 0.8
         Fraction of the samples (the first ``round(split·n)`` rows) that fit the spectral stage;
         the later rows fit the readout.
-    spectral : SpectralEstimator, array or None
-        The first stage's estimator (its parameters are copied; default
-        ``SpectralEstimator()``), or a fixed ``(k, d)`` array of directions,
-        which skips the spectral stage (baselines: the oracle ``model.W``,
-        random features). With fixed directions the first ``split`` rows are
-        still set aside, so that every variant fits its readout on the same rows.
-    seed : int or None
-        Seeds the random combinations and (when it has none) the eigensolver.
+    spectral : SpectralEstimator, array or None, default None
+        The first stage's estimator (cloned; default ``SpectralEstimator()``),
+        or a fixed ``(k, d)`` array of directions, which skips the spectral
+        stage (baselines: the oracle ``model.W``, random features). With fixed
+        directions the first ``split`` rows are still set aside, so that every
+        variant fits its readout on the same rows.
+    random_state : int or None, default None
+        Seeds the random combinations and (when it has none) the eigensolver;
+        ``None`` is a fixed default, so fits are reproducible.
 
     Attributes
     ----------
@@ -119,13 +127,13 @@ class SpectralTwoLayer:
     >>> from hmi_fast import HMIModel
     >>> from hmi_fast.network import SpectralTwoLayer, excess_risk
     >>> model = HMIModel(d=40, m_star=2, gamma=1.0, link="he2", seed=0)
-    >>> net = SpectralTwoLayer(readout="hermite", hermite_degree=2, seed=0).fit_stream(model, n=40_000)
+    >>> net = SpectralTwoLayer(random_state=0).fit_stream(model, n=40_000)
     >>> net.n_hidden_, bool(excess_risk(model, net, n_test=20_000) < 0.05)
     (2, True)
     """
 
-    def __init__(self, n_hidden=None, activation="relu", readout="ridge", ridge="gcv", hermite_degree=4,
-                 split=0.5, spectral=None, seed=None):
+    def __init__(self, n_hidden=None, activation="relu", readout="hermite", ridge="gcv", hermite_degree=4,
+                 split=0.8, spectral=None, random_state=None):
         self.n_hidden = n_hidden
         self.activation = activation
         self.readout = readout
@@ -133,94 +141,96 @@ class SpectralTwoLayer:
         self.hermite_degree = hermite_degree
         self.split = split
         self.spectral = spectral
-        self.seed = seed
+        self.random_state = random_state
 
-    # ------------------------------------------------------- sklearn plumbing
-    _PARAMS = ("n_hidden", "activation", "readout", "ridge", "hermite_degree", "split", "spectral", "seed")
+    def __sklearn_tags__(self):  # scikit-learn >= 1.6
+        from sklearn.utils import TransformerTags
 
-    def get_params(self, deep=True) -> dict:
-        return {k: getattr(self, k) for k in self._PARAMS}
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags = TransformerTags(preserves_dtype=["float64"])  # transform: the readout's features
+        tags.input_tags.allow_nan = False
+        tags.target_tags.required = True
+        # T sees only the even (He₂) part of a target: a linear target such as
+        # scikit-learn's regression check data has no spike, so nothing is learned.
+        tags.regressor_tags.poor_score = True
+        return tags
 
-    def set_params(self, **params) -> "SpectralTwoLayer":
-        for k, v in params.items():
-            if k not in self._PARAMS:
-                raise ValueError(f"set_params: invalid parameter {k!r} for SpectralTwoLayer; "
-                                 f"valid: {sorted(self._PARAMS)}")
-            setattr(self, k, v)
-        return self
-
-    def __repr__(self) -> str:
-        defaults = SpectralTwoLayer().get_params()
-        parts = []
-        for k, v in self.get_params().items():
-            if isinstance(v, np.ndarray):
-                parts.append(f"{k}=<array of shape {v.shape}>")
-            elif not (v is defaults[k] or type(v) is type(defaults[k]) and v == defaults[k]):
-                parts.append(f"{k}={v!r}")
-        return "SpectralTwoLayer(" + ", ".join(parts) + ")"
+    def _more_tags(self):  # scikit-learn < 1.6
+        return {"allow_nan": False, "requires_y": True, "poor_score": True}
 
     # ------------------------------------------------------------ validation
     def _check_params(self):
         nh = self.n_hidden
-        if nh is not None and (isinstance(nh, bool) or not isinstance(nh, numbers.Integral) or nh < 1):
-            raise ValueError(f"n_hidden: must be None or an integer >= 1, got {nh!r}")
-        if not callable(self.activation) and self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation: unknown activation {self.activation!r}; "
-                             f"use one of {ACTIVATIONS} or a callable")
+        if nh is not None:
+            check_int(nh, "n_hidden", 1, low="1 (or None: one unit per direction)")
+        if isinstance(self.activation, str):
+            if self.activation not in ACTIVATIONS:
+                raise ValueError(f"activation: unknown activation {self.activation!r}; "
+                                 f"use one of {ACTIVATIONS} or a callable")
+        elif not callable(self.activation):
+            raise TypeError(f"activation: expected one of {ACTIVATIONS} or a callable, "
+                            f"got {type(self.activation).__name__}")
+        if not isinstance(self.readout, str):
+            raise TypeError(f"readout: expected 'hermite' or 'ridge', got {type(self.readout).__name__}")
         if self.readout not in READOUTS:
-            raise ValueError(f"readout: unknown readout {self.readout!r}; use 'ridge' or 'hermite'")
+            raise ValueError(f"readout: unknown readout {self.readout!r}; use 'hermite' or 'ridge'")
         check_ridge(self.ridge, "ridge")
-        hd = self.hermite_degree
-        if isinstance(hd, bool) or not isinstance(hd, numbers.Integral) or hd < 1:
-            raise ValueError(f"hermite_degree: must be an integer >= 1, got {hd!r}")
-        s = self.split
-        if isinstance(s, bool) or not isinstance(s, numbers.Real) or not 0.0 < float(s) < 1.0:
-            raise ValueError(f"split: must be a number strictly between 0 and 1, got {s!r}")
-        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral)
-                                      or self.seed < 0):
-            raise ValueError(f"seed: must be None or a non-negative integer, got {self.seed!r}")
+        check_int(self.hermite_degree, "hermite_degree", 1)
+        s = check_number(self.split, "split")
+        if not 0.0 < s < 1.0:
+            raise ValueError(f"split: must be a number strictly between 0 and 1, got {self.split!r}")
+        if self.random_state is not None:
+            check_int(self.random_state, "random_state", 0, low="0 (or None)")
         sp = self.spectral
-        if sp is not None and not isinstance(sp, np.ndarray) and not _is_spectral_estimator(sp):
+        if sp is None or isinstance(sp, SpectralEstimator):
+            return None
+        if isinstance(sp, (str, bytes)) or not hasattr(sp, "__len__") and not hasattr(sp, "__array__"):
             raise TypeError(f"spectral: expected a SpectralEstimator, a (k, d) array of directions or None, "
                             f"got {type(sp).__name__}")
-        if isinstance(sp, np.ndarray) and (sp.ndim != 2 or not np.all(np.isfinite(sp))):
-            raise ValueError(f"spectral: a fixed first layer must be a finite 2-D (k, d) array, got shape {sp.shape}")
+        U = check_dense(sp, "spectral", 2).astype(np.float64)
+        check_finite(U, "spectral", fix="pass finite directions")
+        if U.shape[0] == 0:
+            raise ValueError(f"spectral: has no rows (shape {U.shape}); pass at least one direction, shape (k, d)")
+        norms = np.linalg.norm(U, axis=1)
+        if (norms == 0).any():
+            raise ValueError(f"spectral: row {int(np.argmin(norms))} is zero; every direction must be non-zero")
+        return U
 
     def _counts(self, n: int) -> tuple[int, int]:
         n1 = int(math.floor(float(self.split) * n + 0.5))
         if n1 < 1 or n - n1 < 1:
             stage = "spectral stage" if n1 < 1 else "readout"
-            raise ValueError(f"split: leaves no rows for the {stage} (n={n}, split={self.split} gives {n1} spectral "
-                             f"and {n - n1} readout rows); pass more rows or a split closer to 1/2")
+            raise ValueError(f"split: leaves no rows for the {stage} (n_samples={n}, split={self.split} gives {n1} "
+                             f"spectral and {n - n1} readout rows); pass more rows or a split closer to 1/2")
         return n1, n - n1
 
     def _new_spectral(self):
-        from .estimator import SpectralEstimator
-
-        params = (SpectralEstimator() if self.spectral is None else self.spectral).get_params()
-        if params.get("random_state") is None and self.seed is not None:
-            params["random_state"] = int(self.seed)
-        return SpectralEstimator(**params)
+        est = SpectralEstimator() if self.spectral is None else clone(self.spectral)
+        if est.get_params().get("random_state") is None and self.random_state is not None:
+            est.set_params(random_state=int(self.random_state))
+        return est
 
     # ------------------------------------------------------------------- fit
     def fit(self, X, y) -> "SpectralTwoLayer":
-        """Fit on in-memory data: the first ``round(split·n)`` rows for Ŵ, the rest for the readout."""
-        self._check_params()
-        X = check_float_array(X, "X", 2)
-        y = check_float_array(y, "y", 1)
-        if X.shape[0] != y.shape[0]:
-            raise ValueError(f"X and y: lengths differ ({X.shape[0]} rows in X, {y.shape[0]} labels in y)")
-        n1, n2 = self._counts(X.shape[0])
-        d = X.shape[1]
-        if isinstance(self.spectral, np.ndarray):
-            self.spectral_ = None
-            directions = self._fixed(d)
+        """Fit on in-memory data: the first ``round(split·n)`` rows for Ŵ, the rest for the readout.
+
+        X must be finite; a NaN or inf is reported with its row, and a failed
+        fit leaves the network as it was.
+        """
+        fixed = self._check_params()
+        X, y = _check_Xy(X, y)
+        n, d = X.shape
+        bs = _config.block_rows(d, X.dtype)
+        for lo in range(0, n, bs):
+            check_finite(X[lo:lo + bs], "X", lo, _FIX)
+        n1, n2 = self._counts(n)
+        if fixed is not None:
+            spectral, directions = None, self._fixed(fixed, d)
         else:
-            self.spectral_ = self._new_spectral().fit(X[:n1], y[:n1])
-            directions = self.spectral_.components_
-        bs = _config.block_rows(d)
-        blocks = ((X[lo:lo + bs], y[lo:lo + bs]) for lo in range(n1, n1 + n2, bs))
-        return self._fit_readout(directions, d, blocks, n1)
+            spectral = self._new_spectral().fit(X[:n1], y[:n1])
+            directions = spectral.components_
+        blocks = ((X[lo:lo + bs], y[lo:lo + bs], lo) for lo in range(n1, n, bs))
+        return self._fit_readout(spectral, directions, d, blocks, n1)
 
     def fit_stream(self, source, y=None, n=None) -> "SpectralTwoLayer":
         """Fit from a stream: an :class:`HMIModel` (with ``n``) or any source :func:`hmi_fast.spectral_matrix` accepts.
@@ -228,9 +238,7 @@ class SpectralTwoLayer:
         The first ``round(split·n)`` rows fit the spectral stage and the later rows
         the readout, in one pass with memory bounded by the block.
         """
-        self._check_params()
-        bs = _config.block_rows(getattr(source, "d", 1000))
-        fixed = isinstance(self.spectral, np.ndarray)
+        fixed = self._check_params()
         if isinstance(source, HMIModel):
             if y is not None:
                 raise ValueError("y: must be None when the source is an HMIModel (the model makes its own labels)")
@@ -239,64 +247,77 @@ class SpectralTwoLayer:
             n = check_positive_int(n, "n")
             n1, n2 = self._counts(n)
             d = source.d
-            if fixed:
-                self.spectral_ = None
-                directions = self._fixed(d)
+            if fixed is not None:
+                spectral, directions = None, self._fixed(fixed, d)
             else:
-                self.spectral_ = self._new_spectral().fit_stream(source, n=n1)
-                directions = self.spectral_.components_
-            return self._fit_readout(directions, d, source.stream(n2, block_size=bs, start=n1), n1)
+                spectral = self._new_spectral().fit_stream(source, n=n1)
+                directions = spectral.components_
+            bs = _config.block_rows(d)
+            blocks = ((Xb, yb, n1 + i * bs) for i, (Xb, yb) in
+                      enumerate(source.stream(n2, block_size=bs, start=n1, reuse_buffer=True)))
+            return self._fit_readout(spectral, directions, d, blocks, n1)
 
-        from .sources import open_source
-
+        bs = _config.block_rows(getattr(source, "d", 1000))
         src = open_source(source, y, n=n, block_size=bs)
         blocks, d, total = src.blocks, src.d, src.n
         if total is None:
             raise ValueError("n: required for an iterable source of unknown length (the split needs the row count)")
         n1, n2 = self._counts(total)
         head = _Head(blocks, n1)
-        if fixed:
-            self.spectral_ = None
-            for _ in head:
-                pass
+        if fixed is not None:
+            spectral = None
+            for Xb, yb in head:  # rows set aside unused are still data: refuse NaN/inf there too
+                check_finite(check_dense(Xb, "X", 2), "X", head.rows - len(Xb), _FIX)
+                check_finite(check_dense(yb, "y", 1), "y", head.rows - len(Xb), _FIX)
         else:
-            self.spectral_ = self._new_spectral().fit_stream(head)
-        d = d if d is not None else self.spectral_.n_features_in_ if self.spectral_ is not None else None
+            spectral = self._new_spectral().fit_stream(head)
         if head.rows < n1:
             raise ValueError(f"n: the source ended after {head.rows} rows, fewer than n={total}")
-        return self._fit_readout(directions=self._fixed(d) if fixed else self.spectral_.components_, d=d,
-                                 blocks=head.rest(), n1=n1)
+        if d is None:
+            d = spectral.n_features_in_ if spectral is not None else fixed.shape[1]
+        directions = self._fixed(fixed, d) if fixed is not None else spectral.components_
+        return self._fit_readout(spectral, directions, d, head.rest(), n1)
 
-    def _fixed(self, d):
-        U = np.asarray(self.spectral, dtype=np.float64)
-        if d is not None and U.shape[1] != d:
+    def _fixed(self, U, d):
+        if U.shape[1] != d:
             raise ValueError(f"spectral: the fixed directions have {U.shape[1]} columns, but X has {d} features")
         return U
 
-    def _fit_readout(self, directions, d, blocks, n1) -> "SpectralTwoLayer":
-        W = np.asarray(directions, dtype=np.float64).reshape(-1, d if d is not None else np.shape(directions)[-1])
-        d = W.shape[1]
-        if self.n_hidden is None or W.shape[0] == 0:
+    def _fit_readout(self, spectral, directions, d, blocks, n1) -> "SpectralTwoLayer":
+        """Readout on ``blocks`` of ``(X, y, first row)``; every attribute is set at the end (atomic)."""
+        W = np.asarray(directions, dtype=np.float64).reshape(-1, d)
+        if W.shape[0] == 0:
             U = W.copy()
+        elif self.n_hidden is None:
+            U = W / np.linalg.norm(W, axis=1, keepdims=True)
         else:
-            rng = np.random.default_rng([0x2F, 0 if self.seed is None else int(self.seed)])
-            U = rng.standard_normal((int(self.n_hidden), W.shape[0])) @ W
-        norms = np.linalg.norm(U, axis=1)
-        U = U[norms > 0] / norms[norms > 0, None]
-        self.hidden_weights_ = np.ascontiguousarray(U)
-        self.n_hidden_ = U.shape[0]
-        self.n_features_in_ = d
-        p = self.n_hidden_ * (int(self.hermite_degree) if self.readout == "hermite" else 1)
-        self.n_readout_features_ = p
+            seed = 0 if self.random_state is None else int(self.random_state)
+            U = np.random.default_rng([0x2F, seed]).standard_normal((int(self.n_hidden), W.shape[0])) @ W
+            U /= np.linalg.norm(U, axis=1, keepdims=True)
+        U = np.ascontiguousarray(U)
+        p = U.shape[0] * (int(self.hermite_degree) if self.readout == "hermite" else 1)
         neq = NormalEquations(p)
-        for Xb, yb in blocks:
-            Xb = check_float_array(Xb, "X", 2)
+        for Xb, yb, row0 in blocks:
+            Xb = check_dense(Xb, "X", 2)
             if Xb.shape[1] != d:
                 raise ValueError(f"X: has {Xb.shape[1]} features, but the first layer has {d}")
-            neq.update(self._features(Xb), check_float_array(yb, "y", 1))
+            yb = check_dense(yb, "y", 1)
+            check_lengths(Xb.shape[0], yb.shape[0])
+            check_finite(Xb, "X", row0, _FIX)
+            check_finite(yb, "y", row0, _FIX)
+            neq.update(self._features(Xb, U, row0), yb)
         if neq.n == 0:
             raise ValueError("split: leaves no rows for the readout; pass more rows or a smaller split")
         fit = neq.solve(self.ridge)
+        if U.shape[0] == 0:
+            warnings.warn("SpectralTwoLayer: the spectral stage selected no direction (k̂ = 0), so the network "
+                          "predicts a constant; pass more rows, or n_components=<int> in spectral=SpectralEstimator(...)",
+                          UserWarning, stacklevel=3)
+        self.spectral_ = spectral
+        self.hidden_weights_ = U
+        self.n_hidden_ = U.shape[0]
+        self.n_features_in_ = d
+        self.n_readout_features_ = p
         self.readout_ = fit
         self.coef_ = fit.coef
         self.intercept_ = fit.intercept
@@ -306,55 +327,109 @@ class SpectralTwoLayer:
         return self
 
     # ------------------------------------------------------------- predict
-    def _features(self, X) -> np.ndarray:
-        U = self.hidden_weights_
+    def _features(self, X, U=None, row0=0) -> np.ndarray:
+        """Readout features of finite rows ``X``; a row whose features overflow is reported."""
+        U = self.hidden_weights_ if U is None else U
         Z = X @ U.T.astype(X.dtype, copy=False)
         if self.readout == "hermite":
             deg = int(self.hermite_degree)
             out = np.empty((X.shape[0], U.shape[0] * deg))
             inv = 1.0 / np.sqrt([math.factorial(m) for m in range(deg + 1)])
             _features_kernel(np.ascontiguousarray(Z), HERMITE, deg, inv, out)
-            return out
-        if callable(self.activation):
+        elif callable(self.activation):
             out = np.asarray(self.activation(Z), dtype=np.float64)
             if out.shape != Z.shape:
                 raise ValueError(f"activation: returned shape {out.shape} for input of shape {Z.shape}; "
                                  "it must act elementwise")
-            return out
-        out = np.empty(Z.shape)
-        _features_kernel(np.ascontiguousarray(Z), ACTIVATIONS.index(self.activation), 1, np.ones(2), out)
+            bad = first_nonfinite_row(out)
+            if bad >= 0 and np.isfinite(Z[bad]).all():
+                raise ValueError(f"activation: returned NaN or inf for the finite pre-activations of row {row0 + bad}")
+        else:
+            out = np.empty(Z.shape)
+            _features_kernel(np.ascontiguousarray(Z), ACTIVATIONS.index(self.activation), 1, np.ones(2), out)
+        bad = first_nonfinite_row(out)
+        if bad >= 0:
+            raise ValueError(f"X: row {row0 + bad} is too large: its features overflow "
+                             f"(max |x| = {float(np.max(np.abs(X[bad]))):.3g}); rescale X")
         return out
 
     def _check_X(self, X) -> np.ndarray:
         if not hasattr(self, "coef_"):
             raise _not_fitted()
-        X = check_float_array(X, "X", 2)
+        X = check_dense(X, "X", 2)
         if X.shape[1] != self.n_features_in_:
-            raise ValueError(f"X: has {X.shape[1]} features, "
-                             f"but SpectralTwoLayer was fitted with {self.n_features_in_}")
+            raise ValueError(f"X has {X.shape[1]} features, but SpectralTwoLayer is expecting "
+                             f"{self.n_features_in_} features as input; pass rows of {self.n_features_in_} columns")
         return X
 
+    def _blocks(self, X):
+        bs = _config.block_rows(X.shape[1], X.dtype)
+        for lo in range(0, X.shape[0], bs):
+            Xb = X[lo:lo + bs]
+            check_finite(Xb, "X", lo, _FIX)
+            yield lo, self._features(Xb, row0=lo)
+
     def transform(self, X) -> np.ndarray:
-        """The readout's features of ``X`` (n × n_readout_features_)."""
-        return self._features(self._check_X(X))
+        """The readout's features of ``X`` (n × n_readout_features_, float64)."""
+        X = self._check_X(X)
+        out = np.empty((X.shape[0], self.n_readout_features_))
+        for lo, F in self._blocks(X):
+            out[lo:lo + len(F)] = F
+        return out
+
+    def fit_transform(self, X, y) -> np.ndarray:
+        """``fit(X, y)`` then ``transform(X)``."""
+        return self.fit(X, y).transform(X)
 
     def predict(self, X) -> np.ndarray:
-        """``f(x) = b + Σ_j v_j φ_j(x)`` for the rows of ``X`` (float64, computed in blocks)."""
+        """``f(x) = b + Σ_j v_j φ_j(x)`` for the rows of ``X`` (float64, computed in blocks).
+
+        A row holding NaN or inf is an error that names it (never a silent
+        prediction of the intercept).
+        """
         X = self._check_X(X)
         out = np.empty(X.shape[0])
-        bs = _config.block_rows(X.shape[1])
-        for lo in range(0, X.shape[0], bs):
-            out[lo:lo + bs] = self._features(X[lo:lo + bs]) @ self.coef_ + self.intercept_
+        for lo, F in self._blocks(X):
+            out[lo:lo + len(F)] = F @ self.coef_ + self.intercept_
         return out
 
     def score(self, X, y) -> float:
-        """Coefficient of determination R² of ``predict(X)`` against ``y``."""
-        y = check_float_array(y, "y", 1)
+        """Coefficient of determination R² of ``predict(X)`` against ``y`` (NaN when y is constant)."""
+        X = self._check_X(X)
+        y = _check_y(y)
+        check_lengths(X.shape[0], y.shape[0])
+        check_finite(y, "y", 0, _FIX)
         pred = self.predict(X)
-        if pred.shape[0] != y.shape[0]:
-            raise ValueError(f"X and y: lengths differ ({pred.shape[0]} rows in X, {y.shape[0]} labels in y)")
         ss = float(np.sum((y - y.mean()) ** 2))
         return 1.0 - float(np.sum((y - pred) ** 2)) / ss if ss > 0 else float("nan")
+
+
+_FIX = "remove or impute NaN/inf rows first"
+
+
+def _check_y(y) -> np.ndarray:
+    if y is None:
+        raise ValueError("y: SpectralTwoLayer requires y to be passed, but the target y is None")
+    y = np.asarray(y) if not isinstance(y, np.ma.MaskedArray) and not hasattr(y, "tocsr") else y
+    if getattr(y, "ndim", 1) == 2 and y.shape[1] == 1:
+        from sklearn.exceptions import DataConversionWarning
+
+        warnings.warn("A column-vector y was passed when a 1d array was expected; "
+                      "pass y.ravel() (shape (n_samples,))", DataConversionWarning, stacklevel=3)
+        y = y[:, 0]
+    return check_dense(y, "y", 1)
+
+
+def _check_Xy(X, y):
+    X = check_dense(X, "X", 2)
+    y = _check_y(y)
+    check_lengths(X.shape[0], y.shape[0])
+    if X.shape[0] == 0:
+        raise ValueError(f"X: 0 sample(s) (shape={X.shape}) while a minimum of 2 is required (one per stage).")
+    if X.shape[1] == 0:
+        raise ValueError(f"X: 0 feature(s) (shape={X.shape}) while a minimum of 1 is required.")
+    check_finite(y, "y", 0, _FIX)
+    return X, y
 
 
 class _Head:
@@ -364,10 +439,10 @@ class _Head:
         self.blocks, self.n1, self.rows, self.tail = blocks, n1, 0, None
 
     def __iter__(self):
-        for Xb, yb, _ in self.blocks:
+        for Xb, yb, row0 in self.blocks:
             take = min(len(Xb), self.n1 - self.rows)
             if take < len(Xb):
-                self.tail = (Xb[take:], yb[take:])
+                self.tail = (Xb[take:], yb[take:], row0 + take)
             if take > 0:
                 self.rows += take
                 yield Xb[:take], yb[:take]
@@ -377,17 +452,7 @@ class _Head:
     def rest(self):
         if self.tail is not None:
             yield self.tail
-        for Xb, yb, _ in self.blocks:
-            yield Xb, yb
-
-
-def _is_spectral_estimator(obj) -> bool:
-    try:
-        from .estimator import SpectralEstimator
-    except ImportError:  # no instance can exist then
-        return False
-
-    return isinstance(obj, SpectralEstimator)
+        yield from self.blocks
 
 
 def _not_fitted():
@@ -395,10 +460,18 @@ def _not_fitted():
 
 
 def random_directions(p: int, d: int, seed=None) -> np.ndarray:
-    """``p`` random unit vectors in R^d (rows), seeded: the random-features first layer."""
+    """``p`` random unit vectors in R^d (rows), seeded: the random-features first layer.
+
+    Examples
+    --------
+    >>> from hmi_fast.network import random_directions
+    >>> random_directions(3, 5, seed=0).shape
+    (3, 5)
+    """
     p = check_positive_int(p, "p")
     d = check_positive_int(d, "d")
-    U = np.random.default_rng([0x5EED, 0 if seed is None else int(seed)]).standard_normal((p, d))
+    seed = 0 if seed is None else check_int(seed, "seed", 0, low="0 (or None)")
+    U = np.random.default_rng([0x5EED, seed]).standard_normal((p, d))
     return U / np.linalg.norm(U, axis=1, keepdims=True)
 
 
@@ -434,10 +507,14 @@ def excess_risk(model: HMIModel, predictor, n_test: int = 100_000, seed: int = 0
     """
     if not isinstance(model, HMIModel):
         raise TypeError(f"model: expected an HMIModel, got {type(model).__name__}")
-    n_test = check_positive_int(n_test, "n_test")
-    seed = check_positive_int(seed, "seed", minimum=0)
+    n_test = check_int(n_test, "n_test", 1, 2**32, high="2**32")
+    seed = check_int(seed, "seed", 0, _MAX_TEST_SEED)
+    if not isinstance(relative, (bool, np.bool_)):
+        raise TypeError(f"relative: must be True or False, got {relative!r}")
     single = not isinstance(predictor, (list, tuple))
     preds = [predictor] if single else list(predictor)
+    if not preds:
+        raise ValueError("predictor: got an empty list; pass a predictor or a list of them")
     funcs = []
     for p in preds:
         f = getattr(p, "predict", p)
@@ -450,8 +527,16 @@ def excess_risk(model: HMIModel, predictor, n_test: int = 100_000, seed: int = 0
         fstar = model.target(Xb)
         s1 += float(fstar.sum())
         s2 += float(fstar @ fstar)
+        Xb.flags.writeable = False  # every predictor sees the same rows
         for j, f in enumerate(funcs):
-            r = np.asarray(f(Xb), dtype=np.float64).reshape(-1) - fstar
+            pred = np.asarray(f(Xb), dtype=np.float64)
+            if pred.shape not in ((len(Xb),), (len(Xb), 1)):
+                raise ValueError(f"predictor: {_which(j, single)}returned shape {pred.shape} for {len(Xb)} rows; "
+                                 "it must return one prediction per row")
+            r = pred.reshape(-1) - fstar
+            if not np.isfinite(r).all():
+                raise ValueError(f"predictor: {_which(j, single)}returned NaN or inf for a test row; "
+                                 "excess risk needs finite predictions")
             err[j] += float(r @ r)
     err /= n_test
     if relative:
@@ -460,137 +545,9 @@ def excess_risk(model: HMIModel, predictor, n_test: int = 100_000, seed: int = 0
     return float(err[0]) if single else err
 
 
-# ---------------------------------------------------------------- gradient-descent view
-@dataclass(frozen=True)
-class GDTrajectory:
-    """First-layer gradient descent, recorded every ``record_every`` steps.
-
-    ``steps`` (r,), ``overlap`` (r,): ``||V_pᵀ Q_U||_F² / p`` between the span
-    of the first-layer weights and the top-p eigenvectors V_p of
-    ``T = (1/n) Σ y_i x_i x_iᵀ``; ``overlap_power`` the same for power
-    iteration with ``I + lr·T`` from the same start (the small-weight limit);
-    ``overlap_star`` with the rows of ``W_star`` when given (else NaN);
-    ``norm`` ``||U||_F``; ``eigenvalues`` the top p+1 eigenvalues of T;
-    ``weights`` the final U (p × d).
-    """
-
-    steps: np.ndarray
-    overlap: np.ndarray
-    overlap_power: np.ndarray
-    overlap_star: np.ndarray
-    norm: np.ndarray
-    eigenvalues: np.ndarray
-    weights: np.ndarray
+def _which(j: int, single: bool) -> str:
+    return "" if single else f"number {j} "
 
 
-def subspace_overlap(A, V) -> float:
-    """``||Vᵀ Q_A||_F² / k``: Q_A an orthonormal basis of the rows of A (k × d), V orthonormal (d × k')."""
-    Q, _ = np.linalg.qr(np.asarray(A, dtype=np.float64).T)
-    return float(np.sum((V.T @ Q) ** 2) / Q.shape[1])
-
-
-def gd_first_layer(X, y, p, steps, lr, seed=None, *, init_scale=1e-6, activation="quadratic", record_every=1,
-                   W_star=None, U0=None) -> GDTrajectory:
-    """Full-batch gradient descent on the first layer of ``f(x) = Σ_j σ(<u_j, x>)``.
-
-    Square loss ``(1/2n) Σ (y_i − f(x_i))²``, readout weights fixed to 1,
-    ``u_j`` started at ``init_scale · N(0, I/d)``. With
-    ``σ(z) = z²/2`` (``"quadratic"``; σ(0) = σ'(0) = 0, σ'' = 1) the gradient
-    is ``−(1/n) Σ (y_i − f(x_i)) <u_j, x_i> x_i = −T u_j + O(|u|³)``, so each
-    step multiplies the weights by ``I + lr·T``: power (subspace) iteration
-    on T with τ = identity, converging to its top-p eigenvectors while the
-    weights stay small. ``"relu"`` is offered for comparison: its gradient
-    ``(1/n) Σ y_i 1{<u_j,x_i> > 0} x_i`` does not shrink with u and is not T u.
-
-    Parameters
-    ----------
-    X, y : arrays (n × d), (n,)
-    p : int
-        Hidden units.
-    steps : int
-        Gradient steps.
-    lr : float
-        Learning rate (small: lr·λ_max(T) ≪ 1).
-    seed : int or None
-        Seeds the initialisation.
-    init_scale : float
-        Scale of the random start ``init_scale · N(0, I/d)``.
-    activation : {"quadratic", "relu"}
-    record_every : int
-        Record the overlaps every this many steps (and at the last).
-    W_star : array (m*, d), optional
-        True directions: also record the overlap with their span.
-    U0 : array (p, d), optional
-        Explicit start (replaces the random one).
-
-    Returns
-    -------
-    GDTrajectory
-
-    Examples
-    --------
-    >>> from hmi_fast import HMIModel
-    >>> from hmi_fast.network import gd_first_layer
-    >>> X, y = HMIModel(d=30, m_star=1, gamma=1.0, link="he2", seed=0).sample(6000)
-    >>> bool(gd_first_layer(X, y, p=1, steps=150, lr=0.05, seed=0).overlap[-1] > 0.9)
-    True
-    """
-    from .engine import spectral_matrix
-
-    X = check_float_array(X, "X", 2).astype(np.float64, copy=False)
-    y = check_float_array(y, "y", 1).astype(np.float64, copy=False)
-    n, d = X.shape
-    if y.shape[0] != n:
-        raise ValueError(f"X and y: lengths differ ({n} rows in X, {y.shape[0]} labels in y)")
-    p = check_positive_int(p, "p")
-    if p >= d:
-        raise ValueError(f"p: must be smaller than d={d} (the overlap with p of d eigenvectors), got {p}")
-    steps = check_positive_int(steps, "steps", minimum=0)
-    every = check_positive_int(record_every, "record_every")
-    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not (np.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr: must be a finite number > 0, got {lr!r}")
-    if activation not in ("quadratic", "relu"):
-        raise ValueError(f"activation: must be 'quadratic' or 'relu' for the GD view, got {activation!r}")
-    T = spectral_matrix(X, y, preprocess="identity")
-    evals, evecs = np.linalg.eigh(T)
-    V = evecs[:, ::-1][:, :p]
-    Vs = None
-    if W_star is not None:
-        Vs, _ = np.linalg.qr(np.asarray(W_star, dtype=np.float64).T)
-    rng = np.random.default_rng([0x6D, 0 if seed is None else int(seed)])
-    if U0 is None:
-        U = init_scale * rng.standard_normal((p, d)) / np.sqrt(d)
-    else:
-        U = np.array(U0, dtype=np.float64)
-        if U.shape != (p, d):
-            raise ValueError(f"U0: expected shape {(p, d)}, got {U.shape}")
-    P = U.copy()
-    M = np.eye(d) + lr * T
-    rec = [[], [], [], [], []]
-
-    def record(t):
-        rec[0].append(t)
-        rec[1].append(subspace_overlap(U, V))
-        Qp, _ = np.linalg.qr(P.T)
-        rec[2].append(float(np.sum((V.T @ Qp) ** 2) / p))
-        rec[3].append(subspace_overlap(U, Vs) * p / min(p, Vs.shape[1]) if Vs is not None else np.nan)
-        rec[4].append(float(np.linalg.norm(U)))
-
-    record(0)
-    for t in range(1, steps + 1):
-        Z = X @ U.T  # n × p
-        if activation == "quadratic":
-            f = 0.5 * np.sum(Z * Z, axis=1)
-            D = Z
-        else:
-            f = np.sum(np.maximum(Z, 0.0), axis=1)
-            D = (Z > 0).astype(np.float64)
-        r = y - f
-        U = U + (lr / n) * (X.T @ (D * r[:, None])).T  # −lr · ∂L/∂U (Xᵀ·: BLAS gemm, not a strided product)
-        P = P @ M  # rows: (I + lr T) u_j (T symmetric)
-        scale = np.linalg.norm(P)
-        if scale > 1e100:  # keep the power-iteration reference finite; its span is what is compared
-            P /= scale
-        if t % every == 0 or t == steps:
-            record(t)
-    return GDTrajectory(*(np.asarray(r) for r in rec), evals[::-1][: p + 1].copy(), U)
+#: the largest ``seed`` of :func:`excess_risk` whose test window stays below the 2**63 rows of a stream.
+_MAX_TEST_SEED = (2**63 - TEST_START - 2**32) // _SEED_STRIDE

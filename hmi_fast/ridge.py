@@ -40,7 +40,7 @@ from scipy.linalg import blas
 
 from . import _config
 from ._config import jit
-from ._validation import check_block, check_float_array, check_positive_int
+from ._validation import check_block, check_finite, check_float_array, check_positive_int
 
 #: relative λ grid of ``ridge="gcv"``: λ = factor × mean eigenvalue of G.
 GCV_GRID = np.geomspace(1e-8, 1e2, 41)
@@ -105,9 +105,11 @@ class RidgeFit:
     n: int
 
     def predict(self, F) -> np.ndarray:
+        """``intercept + F @ coef`` for finite features ``F`` (n × p)."""
         F = check_float_array(F, "F", 2)
         if F.shape[1] != self.coef.shape[0]:
             raise ValueError(f"F: has {F.shape[1]} columns, but the readout was fitted on {self.coef.shape[0]}")
+        check_finite(F, "F", fix="remove or impute NaN/inf rows first")
         return F @ self.coef.astype(F.dtype, copy=False) + self.intercept
 
 
@@ -145,22 +147,33 @@ class NormalEquations:
 
     # ------------------------------------------------------------ updates
     def update(self, F, y) -> "NormalEquations":
-        """Add the rows of one block of features ``F`` (n_b × p) and labels ``y``. Returns ``self``."""
+        """Add the rows of one block of features ``F`` (n_b × p) and labels ``y``. Returns ``self``.
+
+        Atomic: a block with a NaN or inf anywhere raises (naming the row) and
+        leaves the accumulator exactly as it was.
+        """
         F, y = check_block(F, y, self.p, "the readout's p", xname="F")
         n = F.shape[0]
         if n == 0:
             return self
-        if self.shift is None:
-            head = slice(0, min(n, self.block_size))
-            self.shift = np.ascontiguousarray(np.mean(F[head], axis=0, dtype=np.float64))
-            self.yshift = float(np.mean(y[head], dtype=np.float64))
-            if not (np.all(np.isfinite(self.shift)) and np.isfinite(self.yshift)):
-                self.shift = None
-                self._raise_nonfinite(F, y, 0)
         step = self.block_size
-        for lo in range(0, n, step):
-            hi = min(n, lo + step)
-            self._add(F[lo:hi], y[lo:hi], self.n + lo)
+        # a failure in a later chunk must not keep the earlier ones: restore the (p+2)² sum (small)
+        saved = (self.shift, self.yshift, self._sum.copy() if n > step else None)
+        try:
+            if self.shift is None:
+                head = slice(0, min(n, step))
+                self.shift = np.ascontiguousarray(np.mean(F[head], axis=0, dtype=np.float64))
+                self.yshift = float(np.mean(y[head], dtype=np.float64))
+                if not (np.all(np.isfinite(self.shift)) and np.isfinite(self.yshift)):
+                    self._raise_nonfinite(F, y, self.n)
+            for lo in range(0, n, step):
+                hi = min(n, lo + step)
+                self._add(F[lo:hi], y[lo:hi], self.n + lo)
+        except BaseException:
+            self.shift, self.yshift = saved[0], saved[1]
+            if saved[2] is not None:
+                self._sum[...] = saved[2]
+            raise
         self.n += n
         return self
 
@@ -232,12 +245,14 @@ def _symmetric(U: np.ndarray) -> np.ndarray:
 
 
 def check_ridge(lam, name: str = "ridge"):
-    """``"gcv"`` or a finite float > 0."""
+    """``"gcv"`` or a finite float > 0 (TypeError for other types, ValueError for other values)."""
     if isinstance(lam, str):
         if lam != "gcv":
             raise ValueError(f"{name}: unknown rule {lam!r}; use 'gcv' or a number > 0")
         return lam
-    if isinstance(lam, bool) or not isinstance(lam, numbers.Real) or not np.isfinite(lam) or lam <= 0:
+    if isinstance(lam, bool) or not isinstance(lam, numbers.Real):
+        raise TypeError(f"{name}: must be 'gcv' or a finite number > 0, got {lam!r}")
+    if not np.isfinite(lam) or lam <= 0:
         raise ValueError(f"{name}: must be 'gcv' or a finite number > 0, got {lam!r}")
     return float(lam)
 
@@ -281,6 +296,8 @@ def solve_ridge(moments: RidgeMoments, lam="gcv", lambdas=None) -> RidgeFit:
     >>> bool(abs(fit.coef[0] - 1) < 0.05), fit.lambdas.size
     (True, 41)
     """
+    if not isinstance(moments, RidgeMoments):
+        raise TypeError(f"moments: expected RidgeMoments (from NormalEquations.moments()), got {type(moments).__name__}")
     lam = check_ridge(lam)
     mo = moments
     n, p = mo.n, mo.gram.shape[0]
@@ -295,7 +312,10 @@ def solve_ridge(moments: RidgeMoments, lam="gcv", lambdas=None) -> RidgeFit:
             scale = float(np.mean(s))
             grid = GCV_GRID * (scale if scale > 0 else 1.0)
         else:
-            grid = np.asarray(lambdas, dtype=np.float64).reshape(-1)
+            try:
+                grid = np.asarray(lambdas, dtype=np.float64).reshape(-1)
+            except (TypeError, ValueError):
+                raise TypeError(f"lambdas: must be an array of numbers > 0, got {lambdas!r}") from None
             if grid.size == 0 or not np.all(np.isfinite(grid)) or np.any(grid <= 0):
                 raise ValueError("lambdas: must be a non-empty array of finite numbers > 0")
         rss, df, gcv = gcv_curve(s, z, mo.yy, n, grid)

@@ -34,8 +34,22 @@ it the bottom end; otherwise the ``ceil(m/2)`` largest of the ``m`` values
 form the top end and the rest the bottom end, which is the layout of
 ``topk_eigh(T, m, which="BE")`` (in any order).
 
-Bulk estimate
--------------
+Bulk estimate with the weights (exact finite-alpha bulk)
+-------------------------------------------------------
+``weights=`` (the per-sample weights ``w_i = tau(y_i) - shift`` as a 1-D
+array, or an object whose ``.law()`` returns ``(values, probabilities)``,
+such as the accumulator's weight sketch) gives the bulk of *this* data: the
+edges of the weighted Wishart law with aspect ratio ``d/n``
+(:mod:`hmi_fast.theory.wishart`, docs/theory.md §3), not the semicircle,
+which is only its large-alpha limit and is far off at alpha of a few tens.
+Each end then has its own scale ``s_end``, the width of the semicircle with
+the same density at that edge (``sigma`` as alpha grows); the gap rule
+normalises the gaps at an end by it and requires ``lambda_i`` beyond that
+end's edge, and the edge rule keeps ``lambda_i`` beyond ``edge + 2 s_end
+margin``. ``tau_mean`` and ``tau_sq_mean`` are then not used.
+
+Bulk estimate without the weights (semicircle)
+----------------------------------------------
 ``sigma_hat^2 = tau_sq_mean * d / n`` and ``mu_hat = tau_mean`` when the
 moments of the weights are given (``SpectralAccumulator.weight_mean`` and
 ``weight_sq_mean``). Otherwise, from the eigenvalues:
@@ -59,6 +73,8 @@ import numbers
 from dataclasses import dataclass
 
 import numpy as np
+
+from .theory import wishart
 
 __all__ = ["Selection", "select_components"]
 
@@ -89,9 +105,15 @@ class Selection:
     threshold : float
         ``delta`` used by the gap rule, in units of ``sigma_hat``.
     bulk_center : float
+        ``mu_hat``; with ``weights``, their mean.
     bulk_edges : tuple of float
-        ``(mu_hat - 2 sigma_hat, mu_hat + 2 sigma_hat)``.
+        ``(mu_hat - 2 sigma_hat, mu_hat + 2 sigma_hat)``; with ``weights``, the exact edges.
     sigma : float
+        ``sigma_hat`` (with ``weights``: ``sqrt(mean(w^2) d / n)``, the semicircle's).
+    edge_scales : tuple of float
+        The gap scale at the bottom and top end: ``(sigma_hat, sigma_hat)``, or ``s_end`` with ``weights``.
+    bulk : str
+        ``"semicircle"`` or ``"exact"`` (with ``weights``).
     n_components_gap, n_components_edge : int
     agree : bool
         Whether the two rules give the same count at each end.
@@ -115,6 +137,8 @@ class Selection:
     n_components_edge: int
     agree: bool
     saturated: bool
+    edge_scales: tuple = (float("nan"), float("nan"))
+    bulk: str = "semicircle"
 
 
 def _edge_depth(j: int, d: int) -> float:
@@ -123,13 +147,20 @@ def _edge_depth(j: int, d: int) -> float:
 
 
 def _gap_count(x, sigma, delta, beyond):
-    """Gap rule at one end. ``x``: distances from the centre, from the extreme inward."""
+    """Gap rule at one end. ``x``: distances from the centre, from the extreme inward.
+
+    When every supplied value lies beyond the bulk edge (no bulk eigenvalue
+    was supplied at this end: the end is saturated, or d is tiny), the edge
+    itself bounds the last gap, so the innermost spike can be kept too.
+    Returns the count and the gaps between the supplied values.
+    """
     if len(x) == 0:
         return 0, np.empty(0)
-    gaps = (x[:-1] - x[1:]) / sigma if sigma > 0 else np.full(len(x) - 1, np.inf)
-    ok = (gaps >= delta) & (x[:-1] > beyond)
+    ext = x if x[-1] <= beyond else np.append(x, beyond)
+    gaps = (ext[:-1] - ext[1:]) / sigma if sigma > 0 else np.full(len(ext) - 1, np.inf)
+    ok = (gaps >= delta) & (ext[:-1] > beyond)
     k = int(np.flatnonzero(ok)[-1]) + 1 if ok.any() else 0
-    return k, gaps
+    return k, gaps[: len(x) - 1]
 
 
 def _check_number(value, name, *, positive=False, nonneg=False):
@@ -151,6 +182,7 @@ def select_components(
     which: str = "BE",
     tau_mean: float | None = None,
     tau_sq_mean: float | None = None,
+    weights=None,
     threshold: float | None = None,
     margin: float = 0.05,
 ) -> Selection:
@@ -171,7 +203,10 @@ def select_components(
         Ends that may hold spikes: both, the top, or the bottom.
     tau_mean, tau_sq_mean : float, optional
         Mean of the weights ``tau(y_i)`` and of their squares (bulk centre
-        and width); estimated from the eigenvalues when not given.
+        and width of the semicircle); estimated from the eigenvalues when not given.
+    weights : 1-D array or object with ``.law()``, optional
+        The weights ``tau(y_i) - shift`` behind T, or their law
+        ``(values, probabilities)``: the exact finite-alpha bulk (module docstring).
     threshold : float, optional
         ``delta`` of the gap rule in units of ``sigma_hat`` (default ``d^(-1/3)``).
     margin : float
@@ -187,6 +222,14 @@ def select_components(
     >>> ev = np.array([3.0, 1.5, 0.205, 0.2, 0.199, -0.2, -0.201])
     >>> select_components(ev, d=1000, n=100_000, tau_mean=0.0, tau_sq_mean=1.0).n_components
     2
+
+    With the weights themselves the bulk is the exact one of their law:
+
+    >>> rng = np.random.default_rng(0)
+    >>> w = np.tanh(rng.standard_normal(20_000))
+    >>> s = select_components([0.3, 0.12, 0.1, -0.1], d=200, n=20_000, weights=w)
+    >>> s.bulk, s.n_top, [round(e, 2) for e in s.bulk_edges]
+    ('exact', 1, [-0.12, 0.13])
     """
     ev = np.asarray(eigenvalues)
     if ev.dtype.kind not in "fiu":
@@ -197,9 +240,16 @@ def select_components(
     if not np.isfinite(ev).all():
         raise ValueError("eigenvalues: contain NaN or inf; pass finite eigenvalues")
     for name, v in (("d", d), ("n", n)):
-        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+            raise TypeError(f"{name}: must be a positive integer, got {v!r}")
+        if v < 1:
             raise ValueError(f"{name}: must be a positive integer, got {v!r}")
     d, n = int(d), int(n)
+    if ev.size > d:
+        raise ValueError(
+            f"eigenvalues: got {ev.size} of them, but a d x d matrix has only d={d}; pass the eigenvalues of T "
+            "(or the right d)"
+        )
     if rule not in RULES:
         raise ValueError(f"rule: must be one of {RULES}, got {rule!r}")
     if which not in WHICH:
@@ -213,6 +263,8 @@ def select_components(
     else:
         delta = _check_number(threshold, "threshold", positive=True)
     margin = _check_number(margin, "margin", nonneg=True)
+    if weights is not None:
+        return _select_exact(ev, d, n, rule, which, _weight_law(weights), delta, margin)
 
     full = ev.size == d and ev.size >= 4
     if full and (mu is None or sigma is None):
@@ -262,6 +314,71 @@ def select_components(
         n_components_edge=int(kt_edge + kb_edge),
         agree=bool(kt_gap == kt_edge and kb_gap == kb_edge),
         saturated=saturated,
+        edge_scales=(float(sigma), float(sigma)),
+        bulk="semicircle",
+    )
+
+
+def _weight_law(weights):
+    """(values, probabilities) from a 1-D array of weights or an object with ``.law()``, validated."""
+    if hasattr(weights, "law") and callable(weights.law):
+        got = weights.law()
+        if not (isinstance(got, tuple) and len(got) == 2):
+            raise TypeError("weights: .law() must return a pair (values, probabilities)")
+        values = np.asarray(got[0], dtype=np.float64)
+        probs = np.asarray(got[1], dtype=np.float64)
+        if values.ndim != 1 or values.shape != probs.shape or values.size == 0:
+            raise ValueError(
+                f"weights: .law() must return two non-empty 1-D arrays of one length, got shapes "
+                f"{values.shape} and {probs.shape}"
+            )
+        if not (np.isfinite(values).all() and np.isfinite(probs).all() and (probs >= 0).all() and probs.sum() > 0):
+            raise ValueError("weights: .law() returned NaN/inf values or negative probabilities; pass a valid law")
+        return values, probs / probs.sum()
+    w = np.asarray(weights)
+    if w.dtype.kind not in "fiu":
+        raise TypeError(f"weights: expected a 1-D array of numbers or an object with .law(), got dtype {w.dtype}")
+    if w.ndim != 1 or w.size == 0:
+        raise ValueError(f"weights: expected a non-empty 1-D array, got shape {w.shape}")
+    w = w.astype(np.float64)
+    bad = np.flatnonzero(~np.isfinite(w))
+    if bad.size:
+        raise ValueError(f"weights: non-finite value at index {bad[0]}; pass finite weights")
+    return wishart.bin_values(w)
+
+
+def _select_exact(ev, d, n, rule, which, law, delta, margin):
+    """Both rules with the exact bulk of the weights' law (module docstring)."""
+    wl = wishart.WeightLaw(*law)
+    c = d / n
+    E = wl.edges(np.array([c]))
+    lo, hi = (float(v) for v in E.edges[0])
+    s_lo, s_hi = (float(v) for v in E.scales[0])
+    mu = wl.mean
+    sigma = math.sqrt(c * wl.second_moment)
+    order = np.argsort(-ev, kind="stable")
+    if which == "LA":
+        top, bot = order, order[:0]
+    elif which == "SA":
+        top, bot = order[:0], order[::-1]
+    else:
+        top = order[ev[order] > mu]
+        bot = order[::-1][ev[order[::-1]] < mu]
+    xt, xb = ev[top] - mu, mu - ev[bot]
+    beyond_t, beyond_b = hi - mu, mu - lo
+    kt_gap, gt = _gap_count(xt, s_hi, delta, beyond_t)
+    kb_gap, gb = _gap_count(xb, s_lo, delta, beyond_b)
+    kt_edge = int(np.count_nonzero(xt > beyond_t + 2.0 * s_hi * margin))
+    kb_edge = int(np.count_nonzero(xb > beyond_b + 2.0 * s_lo * margin))
+    kt, kb = (kt_gap, kb_gap) if rule == "gap" else (kt_edge, kb_edge)
+    saturated = bool((len(xt) and xt[-1] > beyond_t) or (len(xb) and xb[-1] > beyond_b))
+    index = np.concatenate([top[:kt], bot[:kb]]).astype(np.intp)
+    return Selection(
+        n_components=int(kt + kb), index=index, n_top=int(kt), n_bottom=int(kb), rule=rule, gaps=(gt, gb),
+        threshold=float(delta), bulk_center=float(mu), bulk_edges=(lo, hi), sigma=float(sigma),
+        n_components_gap=int(kt_gap + kb_gap), n_components_edge=int(kt_edge + kb_edge),
+        agree=bool(kt_gap == kt_edge and kb_gap == kb_edge), saturated=saturated,
+        edge_scales=(s_lo, s_hi), bulk="exact",
     )
 
 

@@ -163,6 +163,8 @@ def gap_rule_count(values_from_extreme, center, sigma, delta):
     is beyond the bulk edge 2 sigma.
     """
     x = list(values_from_extreme)
+    if x and x[-1] > 2 * sigma:  # every value beyond the edge: the edge itself follows the last one
+        x.append(2 * sigma)
     k = 0
     for i in range(len(x) - 1):
         gap = (x[i] - x[i + 1]) / sigma
@@ -197,3 +199,15 @@ def matrix_mse_projector(W_hat, W_star):
     P_hat = W_hat.T @ W_hat
     P_star = W_star.T @ np.linalg.pinv(W_star @ W_star.T) @ W_star
     return float(np.sum((P_hat - P_star) ** 2)) / W_star.shape[0]
+
+
+def gap_rule_count_beyond(values_from_extreme, beyond, scale, delta):
+    """The gap rule with a bulk edge at distance ``beyond`` and gap scale ``scale`` (the exact-bulk form)."""
+    x = list(values_from_extreme)
+    if x and x[-1] > beyond:  # every value beyond the edge: the edge itself follows the last one
+        x.append(beyond)
+    k = 0
+    for i in range(len(x) - 1):
+        if (x[i] - x[i + 1]) / scale >= delta and x[i] > beyond:
+            k = i + 1
+    return k

@@ -490,10 +490,13 @@ def test_validation_pass_makes_the_float32_copy(d):
             _as_operator(B, float32_copy=True)
 
 
-def _spin_in_thread(seconds):
-    """A thread that keeps a core busy without holding the GIL (like an idle OpenBLAS worker)."""
+def _spin_in_thread():
+    """A thread that keeps a core busy without holding the GIL (like an idle OpenBLAS worker) until stopped.
+
+    It runs short GIL-free chunks until the returned event is set: no calibration against the clock, so a
+    slow or loaded machine cannot end the spin early.
+    """
     import threading
-    import time
 
     import numba
 
@@ -505,12 +508,15 @@ def _spin_in_thread(seconds):
         return x
 
     work(10)
-    t0 = time.perf_counter()
-    work(2_000_000)
-    n = int(2_000_000 * seconds / max(time.perf_counter() - t0, 1e-6))
-    th = threading.Thread(target=work, args=(n,))
+    stop = threading.Event()
+
+    def spin():
+        while not stop.is_set():
+            work(200_000)
+
+    th = threading.Thread(target=spin)
     th.start()
-    return th
+    return th, stop
 
 
 @pytest.mark.skipif(not __import__("os").path.isdir("/proc/self/task"), reason="needs /proc (Linux)")
@@ -523,7 +529,7 @@ def test_busy_core_narrows_the_solve_without_changing_results():
     A = planted(400, [6.0, 5.0, 4.5])
     quiet = topk_eigh(A, 6)
     top = numba.get_num_threads()
-    th = _spin_in_thread(1.0)
+    th, stop = _spin_in_thread()
     try:
         assert _busy_threads() >= 1
         if top > 1:
@@ -533,6 +539,27 @@ def test_busy_core_narrows_the_solve_without_changing_results():
             assert numba.get_num_threads() == top
         busy = topk_eigh(A, 6)
     finally:
+        stop.set()
         th.join()
     assert numba.get_num_threads() == top  # restored after the solve
     assert np.array_equal(busy.values, quiet.values) and np.array_equal(busy.vectors, quiet.vectors)
+
+
+def test_operators_whose_products_disagree_with_their_shape():
+    from scipy.sparse.linalg import LinearOperator
+
+    M = planted(120, [4.0, 3.0])
+    wrong_length = LinearOperator((100, 100), matvec=lambda v: M @ v, dtype=float)
+    with pytest.raises(ValueError, match=r"^A: the operator's product failed for a block of shape \(100, \d+\) .*"
+                                         r"make matvec/matmat accept vectors of length 100$"):
+        topk_eigh(wrong_length, 2, method="lanczos")
+
+    class Transposed:
+        shape = (120, 120)
+
+        def matmat(self, X):
+            return (M @ X).T  # (b, d): must not be reshaped into wrong eigenvalues
+
+    with pytest.raises(ValueError, match=r"^A: the operator returned shape \(\d+, 120\) for a block of shape \(120, \d+\); "
+                                         r"it must return \(120, \d+\)"):
+        topk_eigh(Transposed(), 2, method="lanczos")

@@ -8,6 +8,8 @@ from sklearn.exceptions import NotFittedError
 
 from hmi_fast import HMIModel, SpectralEstimator, metrics
 
+from . import naive
+
 
 @pytest.fixture(scope="module")
 def model():
@@ -87,12 +89,18 @@ def test_errors(data):
 
 
 def test_tiny_dimensions():
+    """d = 1, 2, 3: the eigenvalues are those of the naive T, the rows orthonormal, and x_0 (the only
+    direction y depends on) is the one found."""
     rng = np.random.default_rng(0)
     for d in (1, 2, 3):
-        X = rng.standard_normal((200, d))
+        X = rng.standard_normal((2000, d))
         y = X[:, 0] ** 2 - 1
         est = SpectralEstimator(max_components=5).fit(X, y)
-        assert est.components_.shape[1] == d
+        T = naive.spectral_matrix_einsum(X, naive.tau("saturating", y))
+        assert np.all(np.abs(est.spectrum_[:, None] - np.linalg.eigvalsh(T)[None, :]).min(axis=1) < 1e-12)
+        C = est.components_
+        assert C.shape == (est.n_components_, d) and np.allclose(C @ C.T, np.eye(len(C)), atol=1e-12)
+        assert est.n_components_ >= 1 and abs(C[0, 0]) > 0.99
 
 
 # scikit-learn's own checks: every one applies and passes.

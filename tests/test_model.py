@@ -140,6 +140,23 @@ def test_user_links_python_numba_and_per_direction():
     assert np.allclose(model.target(X), ref, atol=1e-12)
 
 
+def test_jitted_link_that_is_not_numeric_is_refused():
+    import numba
+
+    @numba.njit
+    def word(z):
+        return "a"
+
+    @numba.njit
+    def broken(z):
+        return z.nonexistent
+
+    with pytest.raises(TypeError, match=r"link: the numba function 'word' returned str for 0.5; it must return a float"):
+        HMIModel(5, 1, 1.0, link=word)
+    with pytest.raises(TypeError, match=r"link: the numba function 'broken' does not compile for a float64 argument"):
+        HMIModel(5, 1, 1.0, link=broken)
+
+
 def test_noise_added():
     clean = HMIModel(d=10, m_star=2, gamma=1.0, seed=7)
     noisy = HMIModel(d=10, m_star=2, gamma=1.0, seed=7, noise=0.25)
@@ -150,26 +167,187 @@ def test_noise_added():
     assert abs(r.var() - 0.25) < 5 * 0.25 * math.sqrt(2 / len(r))
 
 
-def test_model_validation():
-    with pytest.raises(ValueError, match=r"d: must be an integer >= 1, got 0"):
-        HMIModel(0, 1, 1.0)
-    with pytest.raises(ValueError, match=r"m_star: must be at most d=3, got 4"):
-        HMIModel(3, 4, 1.0)
-    with pytest.raises(ValueError, match=r"noise: the variance Δ must be finite and >= 0"):
-        HMIModel(3, 1, 1.0, noise=-1)
-    with pytest.raises(ValueError, match=r"directions: must be one of"):
-        HMIModel(3, 1, 1.0, directions="random")
-    with pytest.raises(ValueError, match=r"link: unknown name 'cos'"):
-        HMIModel(3, 1, 1.0, link="cos")
-    with pytest.raises(ValueError, match=r"link: got 2 links for m_star=3"):
-        HMIModel(5, 3, 1.0, link=["he2", "abs"])
-    with pytest.raises(ValueError, match=r"seed: must be a non-negative integer"):
-        HMIModel(3, 1, 1.0, seed=-2)
-    with pytest.raises(ValueError, match=r"gamma: must be a finite number"):
-        HMIModel(3, 1, float("nan"))
+@pytest.mark.parametrize("args, kwargs, error, match", [
+    ((0, 1, 1.0), {}, ValueError, r"d: must be an integer >= 1, got 0"),
+    ((3.0, 1, 1.0), {}, TypeError, r"d: must be an integer >= 1, got 3.0"),
+    ((3, 4, 1.0), {}, ValueError, r"m_star: must be at most d=3, got 4"),
+    ((3, 1, float("nan")), {}, ValueError, r"gamma: must be a finite number, got nan"),
+    ((3, 1, "1.3"), {}, TypeError, r"gamma: must be a finite number, got '1.3'"),
+    ((3, 1, 1.0), dict(noise=-1), ValueError, r"noise: must be a finite number >= 0, got -1.0"),
+    ((3, 1, 1.0), dict(noise=None), TypeError, r"noise: must be a finite number >= 0, got None"),
+    ((3, 1, 1.0), dict(seed=-2), ValueError, r"seed: must be an integer between 0 and 2\*\*64 - 1, got -2"),
+    ((3, 1, 1.0), dict(seed=2**64), ValueError, r"seed: must be an integer between 0 and 2\*\*64 - 1"),
+    ((3, 1, 1.0), dict(seed=1.0), TypeError, r"seed: must be an integer between 0 and 2\*\*64 - 1, got 1.0"),
+    ((3, 1, 1.0), dict(seed=True), TypeError, r"seed: must be an integer"),
+    ((3, 1, 1.0), dict(directions="random"), ValueError, r"directions: must be one of"),
+    ((3, 1, 1.0), dict(link="cos"), ValueError, r"link: unknown name 'cos'"),
+    ((3, 1, 1.0), dict(link=3), TypeError, r"link: expected a name or a callable, got int"),
+    ((5, 3, 1.0), dict(link=["he2", "abs"]), ValueError, r"link: got 2 links for m_star=3"),
+])
+def test_model_validation(args, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        HMIModel(*args, **kwargs)
+
+
+def test_data_method_validation():
+    model = HMIModel(3, 1, 1.0)
     with pytest.raises(TypeError, match=r"dtype: unsupported dtype int64"):
-        HMIModel(3, 1, 1.0).sample(10, dtype=np.int64)
-    with pytest.raises(ValueError, match=r"n: must be an integer >= 1, got 0"):
-        HMIModel(3, 1, 1.0).sample(0)
+        model.sample(10, dtype=np.int64)
+    with pytest.raises(ValueError, match=r"n: must be an integer between 1 and 2\*\*63 \(rows are numbered by a 64-bit"):
+        model.sample(0)
     with pytest.raises(ValueError, match=r"X: expected shape \(n, 3\)"):
-        HMIModel(3, 1, 1.0).target(np.ones((2, 4)))
+        model.target(np.ones((2, 4)))
+    with pytest.raises(ValueError, match=r"X: expected a 2-D array"):
+        model.target(np.ones(3))
+    with pytest.raises(TypeError, match=r"X: unsupported dtype complex128"):
+        model.target(np.ones((2, 3), dtype=complex))
+    with pytest.raises(ValueError, match=r"n: must be an integer between 1 and 2\*\*63"):
+        model.stream(-1)
+    with pytest.raises(ValueError, match=r"start: must be an integer between 0 and 2\*\*63 - n = 2\*\*63 - 10"):
+        model.stream(10, start=2**63 - 5)
+    with pytest.raises(TypeError, match=r"reuse_buffer: must be True or False, got 1"):
+        model.stream(10, reuse_buffer=1)
+    with pytest.raises(ValueError, match=r"block_size: must be an integer >= 1, got 0"):
+        model.stream(10, block_size=0)
+
+
+# ------------------------------------------------------------------ out= and row ranges (memory safety)
+D = 30
+
+
+def _ro():
+    a = np.zeros((5, D))
+    a.flags.writeable = False
+    return a
+
+
+OUT_CASES = [  # (out, dtype, error, message); each is refused before anything is written
+    (np.zeros((5000, D)), None, ValueError, r"out: has shape \(5000, 30\); pass an array of shape \(5, 30\)"),
+    (np.zeros((7, D)), None, ValueError, r"out: has shape \(7, 30\); pass an array of shape \(5, 30\)"),
+    (np.zeros((4, D)), None, ValueError, r"out: has shape \(4, 30\)"),
+    (np.zeros((5, D - 1)), None, ValueError, r"out: has shape \(5, 29\)"),
+    (np.zeros((5, D + 1)), None, ValueError, r"out: has shape \(5, 31\)"),
+    (np.zeros(5 * D), None, ValueError, r"out: has shape \(150,\)"),
+    (np.zeros((5, D), dtype=np.int64), None, TypeError, r"out: unsupported dtype int64; use np.float32 or np.float64"),
+    (np.zeros((5, D), dtype=np.float16), None, TypeError, r"out: unsupported dtype float16"),
+    (np.zeros((5, D)), np.float32, TypeError, r"out: has dtype float64; pass a float32 array"),
+    (np.zeros((5, D), dtype=np.float32), np.float64, TypeError, r"out: has dtype float32; pass a float64 array"),
+    (np.zeros((D, 5)).T, None, ValueError, r"out: is not C-contiguous; pass np.empty\(\(5, 30\)\)"),
+    (np.zeros((5, 2 * D))[:, ::2], None, ValueError, r"out: is not C-contiguous"),
+    (_ro(), None, ValueError, r"out: is read-only; pass a writeable array"),
+    (np.ma.zeros((5, D)), None, TypeError, r"out: must be a NumPy array \(not masked\), got MaskedArray"),
+    ([[0.0] * D] * 5, None, TypeError, r"out: must be a NumPy array, got list"),
+]
+
+
+@pytest.mark.parametrize("method", ["latent_rows", "rows"])
+@pytest.mark.parametrize("out, dtype, error, match", OUT_CASES)
+def test_out_is_checked_before_any_write(method, out, dtype, error, match):
+    model = HMIModel(D, 3, 1.0, seed=1)
+    before = np.array(out, copy=True) if isinstance(out, np.ndarray) else None
+    with pytest.raises(error, match=match):
+        getattr(model, method)(0, 5, dtype=dtype, out=out)
+    if before is not None:
+        assert np.array_equal(np.asarray(out), before)  # untouched
+
+
+@pytest.mark.parametrize("method", ["latent_rows", "rows"])
+def test_out_may_not_overlap_the_model(method):
+    model = HMIModel(D, 3, 1.0, seed=1)
+    W = model.W.copy()
+    with pytest.raises(ValueError, match=r"out: shares memory with the model's own arrays; pass a separate array"):
+        getattr(model, method)(0, 3, out=model.W)
+    assert np.array_equal(model.W, W)
+
+
+@pytest.mark.parametrize("method", ["latent_rows", "rows"])
+@pytest.mark.parametrize("start, stop, error, match", [
+    (-5, 5, ValueError, r"start: must be an integer between 0 and 2\*\*63 \(rows are numbered by a 64-bit counter\), got -5"),
+    (5, 3, ValueError, r"stop: must be an integer between start=5 and 2\*\*63 .*, got 3"),
+    (0, 2**63 + 1, ValueError, r"stop: must be an integer between start=0 and 2\*\*63"),
+    (2**64 - 2, 2**64, ValueError, r"start: must be an integer between 0 and 2\*\*63"),
+    (0.0, 5, TypeError, r"start: must be an integer between 0 and 2\*\*63 .*, got 0.0"),
+    (0, 5.0, TypeError, r"stop: must be an integer"),
+    (True, 5, TypeError, r"start: must be an integer"),
+    (0, np.float64(3), TypeError, r"stop: must be an integer"),
+])
+def test_row_range_is_checked(method, start, stop, error, match):
+    with pytest.raises(error, match=match):
+        getattr(HMIModel(4, 1, 1.0), method)(start, stop)
+
+
+def test_valid_out_and_ranges():
+    model = HMIModel(D, 3, 1.0, noise=0.2, seed=1)
+    X, y = model.sample(12)
+    buf = np.full((20, D), np.nan, dtype=np.float32)
+    X32, y32 = model.rows(2, 9, out=buf[3:10])  # a slice of rows of a bigger buffer; dtype from out
+    assert X32.base is buf and X32.dtype == y32.dtype == np.float32
+    assert np.array_equal(X32, X[2:9].astype(np.float32)) and np.isnan(buf[:3]).all() and np.isnan(buf[10:]).all()
+    G, yg = model.latent_rows(2, 9, out=np.empty((7, D)))
+    assert np.array_equal(yg, y[2:9]) and yg.dtype == np.float64
+    G32, _ = model.latent_rows(2, 9, dtype=np.float32)
+    assert np.array_equal(G32, G.astype(np.float32))
+    assert model.rows(4, 4)[0].shape == (0, D) and np.array_equal(model.rows(np.int64(2), np.uint8(9))[1], y[2:9])
+    top, _ = model.rows(2**63 - 2, 2**63)  # the last rows of the counter
+    assert top.shape == (2, D) and np.isfinite(top).all()
+    assert np.array_equal(model.stream(2, start=2**63 - 2).__iter__().__next__()[0], top)
+
+
+def test_fill_normals_checks_its_arrays():
+    from hmi_fast._random import fill_normals, stream_key
+
+    key = stream_key(0)
+    X = np.zeros((4, 6))
+    with pytest.raises(ValueError, match=r"extra: has shape \(3, 1\); pass an array of shape \(4, 1\)"):
+        fill_normals(key, 0, X, np.zeros((3, 1)))
+    with pytest.raises(ValueError, match=r"head: must be a 2-D float64 array with 4 rows and at most 6 columns"):
+        fill_normals(key, 0, X, np.zeros((4, 1)), head=np.zeros((4, 7)))
+    with pytest.raises(ValueError, match=r"extra: shares memory with X"):
+        fill_normals(key, 0, X, X.reshape(-1)[:4].reshape(4, 1))
+    with pytest.raises(ValueError, match=r"row0: must be an integer between 0 and 2\*\*63 - 4"):
+        fill_normals(key, 2**63 - 3, X, np.zeros((4, 0)))
+    with pytest.raises(TypeError, match=r"X: unsupported dtype int32"):
+        fill_normals(key, 0, np.zeros((4, 6), dtype=np.int32), np.zeros((4, 0)))
+    with pytest.raises(ValueError, match=r"seed: must be an integer between 0 and 2\*\*64 - 1, got -1"):
+        normals(-1, 0, 2, 2)
+
+
+# ------------------------------------------------------------------ owned blocks
+def test_stream_blocks_are_owned_by_the_caller():
+    model = HMIModel(d=9, m_star=2, gamma=1.0, seed=3)
+    X, y = model.sample(3000)
+    assert np.array_equal(np.concatenate([xb for xb, _ in model.stream(3000, block_size=1000)]), X)
+    blocks = list(model.stream(3000, block_size=700, dtype=np.float32))
+    assert [len(b[0]) for b in blocks] == [700] * 4 + [200]
+    assert np.array_equal(np.vstack([b[0] for b in blocks]), X.astype(np.float32))
+    assert np.array_equal(np.concatenate([b[1] for b in blocks]), y.astype(np.float32))
+    assert not any(np.shares_memory(a[0], b[0]) for a, b in zip(blocks, blocks[1:]))
+
+
+def test_stream_reuse_buffer_is_one_buffer():
+    model = HMIModel(d=9, m_star=2, gamma=1.0, seed=3)
+    X, _ = model.sample(30)
+    seen = []
+    for xb, _ in model.stream(30, block_size=7, reuse_buffer=True):
+        assert np.array_equal(xb, X[7 * len(seen):7 * len(seen) + len(xb)])  # right while it is current
+        seen.append(xb)
+    assert all(np.shares_memory(seen[0], b) for b in seen[1:])
+
+
+def test_stream_values_are_pinned():
+    """The stream is part of every published number: a change to the generator must be deliberate."""
+    assert normals(seed=123, row0=0, n=2, d=3).tolist() == [
+        [-0.0937252106984323, -1.5515348326431313, -0.3002520608483234],
+        [-2.1119223522832122, 0.7473291349350375, 2.008092147358772]]
+    assert normals(seed=7, row0=2**62, n=1, d=4).tolist() == [
+        [0.918393499331013, 0.86177448963118, 1.9670619265130185, 0.25928188686109555]]
+    model = HMIModel(6, 2, 1.3, noise=0.5, seed=5)
+    X, y = model.rows(1000, 1002)
+    assert np.allclose(X, [[1.4699281724392763, 1.9472834662413967, -0.04863617681854214, -0.8073279791222787,
+                            -0.7635159898012015, 1.3489131886608319],
+                           [1.7241927726186819, 0.6881530913263616, -0.07842881781231512, 0.6683646254939637,
+                            0.8561358116541825, 1.1339551357689452]], rtol=1e-14, atol=1e-15)
+    assert np.allclose(y, [1.5172378508610536, 0.3468705026781356], rtol=1e-14)
+    G, _ = model.latent_rows(1000, 1002)
+    assert G[:, :3].tolist() == [[1.4424492612913387, 0.969410313833053, -0.25532410726886173],
+                                 [0.21860463565856011, 1.621264545245533, -0.5047830805246982]]

@@ -98,8 +98,9 @@ def test_two_close_spikes_kept():
 def test_saturated(spectrum):
     kw = moments(D, N, MU, SIGMA)
     s = select_components(np.sort(spectrum)[::-1][:3], d=D, n=N, which="LA", **kw)
-    assert s.saturated and s.n_top == 2  # the gap after the 3rd spike was not supplied
-    assert s.n_components_edge == 3
+    # no bulk eigenvalue supplied: flagged, and the bulk edge bounds the gap after the 3rd spike
+    assert s.saturated and s.n_top == 3
+    assert s.n_components_edge == 3 and len(s.gaps[0]) == 2
     assert not select_components(ends(spectrum, 20), d=D, n=N, **kw).saturated
 
 
@@ -150,6 +151,7 @@ def test_threshold_and_margin(spectrum):
         (None, {"threshold": 0.0}, r"^threshold: must be > 0, got 0.0"),
         (None, {"margin": -0.1}, r"^margin: must be >= 0, got -0.1"),
         (None, {"which": "LA"}, r"^tau_sq_mean: the bulk centre and width cannot both be estimated from one end"),
+        (np.linspace(-1, 1, 50), {"d": 10}, r"^eigenvalues: got 50 of them, but a d x d matrix has only d=10"),
     ],
 )
 def test_validation(spectrum, ev, kwargs, match):
@@ -162,20 +164,120 @@ def test_validation(spectrum, ev, kwargs, match):
 
 def test_real_spectral_matrix_small():
     """On a real T (d = 300): the gap rule keeps directions that are recovered."""
-    from hmi_fast import HMIModel, SpectralAccumulator
+    from hmi_fast import HMIModel, accumulate
     from hmi_fast.eigen import topk_eigh
     from hmi_fast.metrics import recovery
 
     d, alpha = 300, 164
     model = HMIModel(d, m_star=20, gamma=1.3, link="he2_he4", seed=0)
-    acc = SpectralAccumulator(d)
     n = alpha * d
-    for lo in range(0, n, acc.block_size):
-        G, y = model.latent_rows(lo, min(n, lo + acc.block_size))
-        acc.update(G, y)
-    T = model.rotate(acc.finalize())
-    res = topk_eigh(T, 40, which="BE")
-    s = select_components(res.values, d=d, n=n, tau_mean=acc.weight_mean, tau_sq_mean=acc.weight_sq_mean)
-    assert s.n_components >= 2
-    q = recovery(res.vectors[:, s.index].T, model.W)
-    assert q[0] > 0.5 and q[1] > 0.5
+    acc = accumulate(model, n=n)
+    res = topk_eigh(acc.finalize(), 40, which="BE")
+    for kw in ({"tau_mean": acc.weight_mean, "tau_sq_mean": acc.weight_sq_mean}, {"weights": acc.weight_sketch}):
+        s = select_components(res.values, d=d, n=n, **kw)
+        assert s.n_components >= 2
+        q = recovery(res.vectors[:, s.index].T, model.W)
+        assert q[0] > 0.5 and q[1] > 0.5
+
+
+# ---------------------------------------------------------------- exact bulk from the weights
+
+
+class Sketch:
+    """A stand-in for the accumulator's weight sketch: a histogram of the weights."""
+
+    def __init__(self, w, bins=256):
+        counts, edges = np.histogram(w, bins=bins)
+        self.values, self.probs = 0.5 * (edges[1:] + edges[:-1]), counts / counts.sum()
+
+    def law(self):
+        return self.values, self.probs
+
+
+def spiked_weighted_wishart(d, n, spikes, seed):
+    """T = (1/n) Σ w_i x_i x_iᵀ with w_i = tanh(s_i + Σ_k θ_k (x_ik² − 1)): spikes along e_1..e_K."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d))
+    s = 0.3 * rng.standard_normal(n) + 0.4
+    for k, th in enumerate(spikes):
+        s += th * (X[:, k] ** 2 - 1)
+    w = np.tanh(s)
+    w_eig, V = np.linalg.eigh((X * w[:, None]).T @ X / n)
+    return w_eig, V, w
+
+
+@pytest.mark.parametrize("alpha", [4, 30])
+def test_exact_bulk_from_weights(alpha):
+    d = 300
+    n = alpha * d
+    ev, V, w = spiked_weighted_wishart(d, n, [0.6, 0.4], seed=alpha)
+    from hmi_fast.theory.wishart import WeightLaw, bin_values
+
+    s = select_components(ev, d=d, n=n, weights=w)
+    assert s.bulk == "exact"
+    E = WeightLaw(*bin_values(w)).edges(np.array([d / n]))
+    assert s.bulk_edges == pytest.approx(tuple(E.edges[0]))
+    assert s.edge_scales == pytest.approx(tuple(E.scales[0]))
+    assert s.bulk_center == pytest.approx(w.mean()) and s.sigma == pytest.approx(np.sqrt(np.mean(w**2) * d / n))
+    # one planted direction has left the bulk at α = 4, both at α = 30, and they are the kept ones
+    k = 1 if alpha == 4 else 2
+    assert s.n_top == k and s.n_bottom == 0 and s.n_components_edge == k
+    q = (V[:2, s.index] ** 2).sum(axis=1)
+    assert np.all(q[:k] > (0.3 if alpha == 4 else 0.8))
+    # the sketch of the same weights gives (nearly) the same bulk, and the same counts
+    h = select_components(ev, d=d, n=n, weights=Sketch(w))
+    assert h.bulk_edges == pytest.approx(s.bulk_edges, abs=0.02 * s.sigma)
+    assert (h.n_top, h.n_bottom) == (s.n_top, s.n_bottom)
+    # against the plain rule with the same edges and scales
+    top = np.sort(ev[ev > s.bulk_center])[::-1] - s.bulk_center
+    assert s.n_top == naive.gap_rule_count_beyond(top, s.bulk_edges[1] - s.bulk_center, s.edge_scales[1],
+                                                  s.threshold)
+    if alpha == 4:
+        # the semicircle is far too narrow here: its edge rule counts bulk eigenvalues as spikes
+        semi = select_components(ev, d=d, n=n, tau_mean=w.mean(), tau_sq_mean=np.mean(w**2))
+        assert semi.bulk == "semicircle" and semi.n_components_edge > 4
+
+
+def test_exact_bulk_rules_with_ends_only():
+    d, n = 300, 3000
+    ev, _, w = spiked_weighted_wishart(d, n, [0.6], seed=7)
+    ends = np.concatenate([ev[::-1][:10], ev[:10]])
+    full = select_components(ev, d=d, n=n, weights=w)
+    part = select_components(ends, d=d, n=n, weights=w)
+    assert (part.n_top, part.n_bottom) == (full.n_top, full.n_bottom) == (1, 0)
+    assert not part.saturated
+    la = select_components(ev[::-1][:3], d=d, n=n, which="LA", weights=w)
+    assert la.n_top == 1 and not la.saturated
+    one = select_components(ev[::-1][:1], d=d, n=n, which="LA", weights=w)
+    # no bulk eigenvalue supplied: flagged, and the bulk edge bounds the gap after the spike
+    assert one.saturated and one.n_top == 1 and one.n_components_edge == 1
+
+
+@pytest.mark.parametrize(
+    "weights, exc, match",
+    [
+        (np.ones((2, 2)), ValueError, r"^weights: expected a non-empty 1-D array, got shape \(2, 2\)"),
+        (np.array([1.0, np.nan]), ValueError, r"^weights: non-finite value at index 1"),
+        (np.array(["a"]), TypeError, r"^weights: expected a 1-D array of numbers or an object with .law\(\)"),
+    ],
+)
+def test_weights_validation(spectrum, weights, exc, match):
+    with pytest.raises(exc, match=match):
+        select_components(ends(spectrum, 5), d=D, n=N, weights=weights)
+
+
+def test_weights_law_validation(spectrum):
+    class Bad:
+        def __init__(self, out):
+            self.out = out
+
+        def law(self):
+            return self.out
+
+    ev = ends(spectrum, 5)
+    with pytest.raises(TypeError, match=r"^weights: .law\(\) must return a pair"):
+        select_components(ev, d=D, n=N, weights=Bad([1.0]))
+    with pytest.raises(ValueError, match=r"^weights: .law\(\) must return two non-empty 1-D arrays"):
+        select_components(ev, d=D, n=N, weights=Bad((np.ones(3), np.ones(2))))
+    with pytest.raises(ValueError, match=r"^weights: .law\(\) returned NaN/inf values or negative"):
+        select_components(ev, d=D, n=N, weights=Bad((np.ones(2), np.array([1.0, -0.5]))))

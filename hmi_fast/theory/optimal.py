@@ -13,58 +13,39 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.ndimage import convolve1d
+from scipy.signal import fftconvolve
 
-from ._validation import check_positive_int
-from .links import Link, combine
-from .preprocess import Preprocess
-from .theory import (  # noqa: F401
+from .._validation import check_positive_int
+from ..links import Link, combine
+from ..preprocess import Preprocess
+from ._sampling import (
     DEFAULT_N_SAMPLES,
-    DEFAULT_SMOOTHING,
-    MAX_GRID,
     MIN_N_SAMPLES,
-    Thresholds,
-    _batches,
-    _check_model,
-    _check_seed,
-    _gl_rule,
-    _interp_uniform,
-    _key,
+    TabulatedFunction,
     _linear_bin,
-    _link_matrix,
-    _normals,
-    _population_cached,
-    _readonly,
-    _thresholds,
-    moments,
-    thresholds,
+    batches,
+    check_model,
+    check_seed,
+    gl_rule,
+    link_matrix,
+    normals,
+    readonly,
+    theory_key,
 )
+from .population import _population_cached
+from .predictions import Thresholds, _large_alpha_thresholds
+
+#: most grid points of the tabulated τ*
+MAX_GRID = 1 << 16
+#: default kernel variance for τ* when the model has little or no label noise
+DEFAULT_SMOOTHING = 1e-2
+#: draws within one kernel width needed before the score is trusted at a bandwidth (docs/theory.md §5)
+TAIL_COUNT = 200
+#: the kernel variance grows by 4× per level, up to 4**TAIL_LEVELS · v, where the draws are sparse
+TAIL_LEVELS = 4
 
 
 # ---------------------------------------------------------------- public API: optimal τ
-
-
-class TabulatedFunction:
-    """Vectorised linear interpolation on a uniform grid, flat outside it (picklable)."""
-
-    def __init__(self, lo: float, step: float, values: np.ndarray):
-        self.lo, self.step = float(lo), float(step)
-        self.values = np.ascontiguousarray(values, dtype=np.float64)
-        self.values.setflags(write=False)
-
-    @property
-    def grid(self) -> np.ndarray:
-        return self.lo + self.step * np.arange(self.values.size)
-
-    def __call__(self, y) -> np.ndarray:
-        y = np.asarray(y, dtype=np.float64)
-        flat = np.ascontiguousarray(y.reshape(-1))
-        out = np.empty_like(flat)
-        _interp_uniform(flat, self.lo, self.step, self.values, out)
-        return out.reshape(y.shape)
-
-    def __repr__(self) -> str:
-        hi = self.lo + self.step * (self.values.size - 1)
-        return f"TabulatedFunction([{self.lo:.4g}, {hi:.4g}], {self.values.size} points)"
 
 
 @dataclass(frozen=True)
@@ -105,16 +86,54 @@ class OptimalPreprocessing:
 @functools.lru_cache(maxsize=64)
 def _mu2(link: Link) -> float:
     """μ₂(g) = E[g(z) He₂(z)] by composite Gauss–Legendre (kinks at 0 fall on a panel edge)."""
-    z, w = _gl_rule(2048)
-    return float(w @ (_link_matrix((link,), z[:, None])[:, 0] * (z * z - 1.0)))
+    z, w = gl_rule(2048)
+    return float(w @ (link_matrix((link,), z[:, None])[:, 0] * (z * z - 1.0)))
 
 
-def _score_tables(bins: np.ndarray, step: float, v: float):
-    """p, τ* and h_k on the grid from linearly binned weights (G, 1 + m), normalised to sum 1."""
-    sd = math.sqrt(v)
-    half = int(math.ceil(9 * sd / step))
+def _kernel(step: float, v: float):
+    half = int(math.ceil(9 * math.sqrt(v) / step))
     u = step * np.arange(-half, half + 1)
-    k0 = np.exp(-0.5 * u * u / v) / math.sqrt(2 * math.pi * v)
+    return u, np.exp(-0.5 * u * u / v) / math.sqrt(2 * math.pi * v)
+
+
+def _tail_score(counts: np.ndarray, step: float, v: float, count: float, score: np.ndarray):
+    """τ* where the draws are sparse: the score at wider kernels, blended by how many draws each one sees.
+
+    At level j the kernel variance is ``v·4^j``; ``ρ_j = min(1, n_j/TAIL_COUNT)`` with n_j the expected
+    draws within one kernel width, ``count · p_j(y) · √(2π v_j)``. The blend
+    ``ρ_0 s_0 + (1 − ρ_0)(ρ_1 s_1 + (1 − ρ_1)(…))`` is continuous in y; beyond the last point where
+    the widest kernel still sees TAIL_COUNT draws, τ* is flat.
+    """
+    levels = []
+    for j in range(TAIL_LEVELS + 1):
+        vj = v * 4.0**j
+        u, k = _kernel(step, vj)
+        if j == 0:
+            p, mdp = convolve1d(counts, k, mode="constant"), convolve1d(counts, u / vj * k, mode="constant")
+            s = score
+        else:
+            p = fftconvolve(counts, k, mode="same")
+            mdp = fftconvolve(counts, u / vj * k, mode="same")
+            with np.errstate(divide="ignore", invalid="ignore"):
+                s = np.where(p > 1e-300, mdp / p, 0.0)
+        rho = np.clip(count * np.maximum(p, 0.0) * math.sqrt(2 * math.pi * vj) / TAIL_COUNT, 0.0, 1.0)
+        levels.append((s, rho))
+    out = levels[-1][0]
+    for s, rho in reversed(levels[:-1]):
+        out = rho * s + (1.0 - rho) * out
+    sure = np.flatnonzero(levels[-1][1] >= 1.0)
+    if sure.size:
+        out[: sure[0]] = out[sure[0]]
+        out[sure[-1] + 1 :] = out[sure[-1]]
+    return out
+
+
+def _score_tables(bins: np.ndarray, step: float, v: float, count: float):
+    """p, τ*, J and E[h_k²] on the grid from linearly binned weights (G, 1 + m), normalised to sum 1.
+
+    ``count`` draws went into the bins (it sets how far the tail blend of :func:`_tail_score` reaches).
+    """
+    u, k0 = _kernel(step, v)
     num = convolve1d(bins, k0, axis=0, mode="constant")
     p = num[:, 0]
     # −p'(y_i) = Σ_b w_b (y_i − c_b)/v φ_v(y_i − c_b): a true convolution with u/v φ_v(u), as convolve1d does
@@ -124,6 +143,7 @@ def _score_tables(bins: np.ndarray, step: float, v: float):
         h = num[:, 1:] / p[:, None]
     ok = p > 0
     score, h = np.where(ok, score, 0.0), np.where(ok[:, None], h, 0.0)
+    score = _tail_score(bins[:, 0], step, v, count, score)
     fisher = float(np.sum(score**2 * p) * step)
     eh2 = np.sum(h**2 * p[:, None], axis=0) * step
     return p, score, fisher, eh2
@@ -148,14 +168,14 @@ def _grow(bins: list, lo: float, step: float, need_lo: float, need_hi: float, v:
 def _optimal_cached(links, a_bytes, noise, v, resolution, n, seed):
     a = np.frombuffer(a_bytes, dtype=np.float64).copy()
     m = len(links)
-    key, ranges = _key(seed), _batches(n)
+    key, ranges = theory_key(seed), batches(n)
     sd = math.sqrt(v)
     step = sd / resolution
     groups = np.array_split(np.arange(len(ranges)), min(10, len(ranges)))
     bins, lo = None, 0.0
     for g, idx in enumerate(groups):  # one pass; groups give standard errors
         for b in idx:
-            z = _normals(key, *ranges[b], m)[0]
+            z = normals(key, *ranges[b], m)[0]
             f = combine(links, a, z)
             need_lo, need_hi = f.min() - 9 * sd, f.max() + 9 * sd
             if bins is None:
@@ -163,16 +183,18 @@ def _optimal_cached(links, a_bytes, noise, v, resolution, n, seed):
             bins, lo = _grow(bins, lo, step, need_lo, need_hi, v)
             _linear_bin(f, z, lo, step, bins[g])
     total = np.sum(bins, axis=0)
-    density, score, fisher, eh2 = _score_tables(total / n, step, v)
+    density, score, fisher, eh2 = _score_tables(total / n, step, v, n)
     per_group = []
     for b in bins:
-        _, _, fg, eh2g = _score_tables(b / b[:, 0].sum(), step, v)
+        _, _, fg, eh2g = _score_tables(b / b[:, 0].sum(), step, v, b[:, 0].sum())
         per_group.append(np.concatenate([[fg], 1.0 / eh2g]))
     spread = np.std(np.asarray(per_group), axis=0, ddof=1) / math.sqrt(len(groups))
     func = TabulatedFunction(lo, step, score)
     tau = Preprocess("optimal", -1, 1.0, func)
     pop = _population_cached(links, a_bytes, noise, tau, n, seed + 1)
-    th = _thresholds(pop, tau, False)
+    al, al_se, noise = _large_alpha_thresholds(pop, 0.0)
+    readonly(al, al_se)
+    th = Thresholds(al, al_se, np.array(pop.full[2:]), noise, 0.0, tau.name, "large_alpha", None, None)
     mu2 = np.array([_mu2(lk) for lk in links])
     with np.errstate(divide="ignore"):
         cs = 1.0 / (a**2 * mu2**2 * fisher)
@@ -180,7 +202,7 @@ def _optimal_cached(links, a_bytes, noise, v, resolution, n, seed):
     cs_se = cs * spread[0] / fisher
     bounds_se = spread[1:]
     grid_y = func.grid
-    _readonly(grid_y, density, mu2, cs, cs_se, bounds, bounds_se)
+    readonly(grid_y, density, mu2, cs, cs_se, bounds, bounds_se)
     return OptimalPreprocessing(tau, grid_y, func.values, density, v, FisherInformation(fisher, float(spread[0]), v),
                                 th, mu2, cs, cs_se, bounds, bounds_se)
 
@@ -229,9 +251,9 @@ def optimal_preprocessing(model, *, grid: int = 8, smoothing: float | None = Non
     >>> bool(np.all(opt.direction_bounds <= sat.alpha))
     True
     """
-    _check_model(model)
+    check_model(model)
     n = check_positive_int(n_samples, "n_samples", minimum=MIN_N_SAMPLES)
-    seed = _check_seed(seed)
+    seed = check_seed(seed)
     resolution = check_positive_int(grid, "grid", minimum=2)
     delta = float(model.noise)
     if smoothing is None:
@@ -256,7 +278,7 @@ def fisher_information(model, *, smoothing: float | None = None, n_samples: int 
     --------
     >>> from hmi_fast import HMIModel
     >>> from hmi_fast.theory import fisher_information
-    >>> J = fisher_information(HMIModel(d=10, m_star=1, gamma=1.0, link="he2", noise=1e6), n_samples=10_000)
+    >>> J = fisher_information(HMIModel(d=10, m_star=1, gamma=1.0, link="he2", noise=1e6), n_samples=100_000)
     >>> abs(J.value * 1e6 - 1) < 0.01
     True
     """
