@@ -9,6 +9,10 @@ from .estimator import SpectralEstimator
 from .model import HMIModel, coefficients
 from .preprocess import Preprocess, clip
 from .selection import Selection, select_components
+from .sliced import SliceResidualAccumulator, SlicedAccumulator, slice_edges
+from .sliced_estimators import SAVE, SlicedAverageVarianceEstimation, SlicedInverseReg, sliced_matrix
+from .sliced_selection import SlicedSelection, select_sliced
+from .whitened import WhitenedMatrix
 
 __version__ = "0.1.0"
 
@@ -17,14 +21,24 @@ __all__ = [
     "EighResult",
     "HMIModel",
     "Preprocess",
+    "SAVE",
     "Selection",
     "SpectralAccumulator",
+    "SliceResidualAccumulator",
+    "SlicedAccumulator",
+    "SlicedAverageVarianceEstimation",
+    "SlicedInverseReg",
+    "SlicedSelection",
     "SpectralEstimator",
+    "WhitenedMatrix",
     "accumulate",
     "clip",
     "coefficients",
     "metrics",
     "select_components",
+    "select_sliced",
+    "slice_edges",
+    "sliced_matrix",
     "spectral_matrices",
     "spectral_matrix",
     "theory",

@@ -1,6 +1,7 @@
 """The hierarchical multi-index model (docs/model.md) and its streaming sampler.
 
-``y = Σ_k a_k g_k(<w_k, x>) + √Δ ξ`` with ``x ~ N(0, I_d)``, ``a_k ∝ k^-γ``
+``y = Σ_k a_k g_k(<w_k, x>) + √Δ ξ`` with ``x ~ N(0, I_d)`` (or ``N(0, Σ)``:
+``rho=`` for AR(1), ``covariance=`` for any SPD matrix), ``a_k ∝ k^-γ``
 normalised so that ``Σ a_k² = 1`` (package convention), and orthonormal
 directions ``w_k`` (rows of ``W``).
 
@@ -16,6 +17,7 @@ from typing import Iterator
 import numpy as np
 
 from . import _config
+import scipy.linalg as sla
 from numba import prange
 from scipy.linalg import lapack
 
@@ -146,14 +148,30 @@ class HMIModel:
     directions : {"orthogonal", "gaussian"}
         ``"orthogonal"``: orthonormal rows (QR of a Gaussian matrix).
         ``"gaussian"``: i.i.d. N(0, 1/d) entries, so ``||w_k|| ≈ 1``.
+    rho : float, optional
+        AR(1) input covariance ``Σ_ij = ρ^|i−j|``, ``|ρ| < 1`` (``x_1 = u_1``,
+        ``x_j = ρ x_{j−1} + √(1−ρ²) u_j``: O(d) per row). ``0`` is the isotropic model.
+    covariance : array of shape (d, d), optional
+        Any symmetric positive definite input covariance (``x = L u`` with
+        ``Σ = L Lᵀ``: O(d²) per row, as much as one rank-1 update of T).
 
     Attributes
     ----------
     W : ndarray of shape (m_star, d)
     a : ndarray of shape (m_star,)
     links : tuple of Link
-    frame : LatentFrame
-        The frame of the rows :meth:`latent_rows` returns (``x = Q g``).
+    frame : LatentFrame or None
+        The frame of the rows :meth:`latent_rows` returns (``x = Q g``);
+        ``None`` when they are rows of x (models with a covariance).
+
+    Notes
+    -----
+    With a covariance Σ the labels still use ``z_k = <w_k, x>``, so ``W``
+    spans the index space in x coordinates (what SIR, SAVE and whitened pHd
+    estimate), but ``z_k ~ N(0, w_kᵀ Σ w_k)`` and the ``z_k`` are correlated:
+    ``a_k`` keeps its meaning as the weight of ``g_k(z_k)`` in the target,
+    while ``Σ a_k² = 1`` no longer makes the target's variance 1, and the
+    theory of docs/theory.md (which assumes ``x ~ N(0, I)``) does not apply.
 
     Examples
     --------
@@ -164,7 +182,8 @@ class HMIModel:
     ((100, 50), (100,))
     """
 
-    def __init__(self, d, m_star, gamma, link="he2_he4", noise=0.0, seed=0, directions="orthogonal"):
+    def __init__(self, d, m_star, gamma, link="he2_he4", noise=0.0, seed=0, directions="orthogonal", rho=None,
+                 covariance=None):
         self.d = check_positive_int(d, "d")
         self.m_star = check_positive_int(m_star, "m_star")
         if self.m_star > self.d:
@@ -178,8 +197,11 @@ class HMIModel:
         self.links: tuple[Link, ...] = resolve_links(link, self.m_star)
         self.link = link
         self.a = coefficients(self.m_star, gamma)
+        self.rho, self.covariance, self._chol = _check_covariance(rho, covariance, self.d)
         self.W = self._make_directions()
         self._key = stream_key(self.seed)
+        if self.rho is not None or self._chol is not None:
+            self.frame = None  # latent_rows returns rows of x
 
     def _make_directions(self) -> np.ndarray:
         """W from the Householder QR of a seeded Gaussian d×m* matrix G = Q R.
@@ -200,13 +222,24 @@ class HMIModel:
         return np.ascontiguousarray(frame.columns(m).T)
 
     def rotate(self, A: np.ndarray) -> np.ndarray:
-        """``Q A Qᵀ`` for a symmetric d×d matrix A of latent-frame second moments."""
-        return self.frame.matrix_to_x(A)
+        """``Q A Qᵀ`` for a symmetric d×d matrix A of latent-frame second moments (A itself when ``frame`` is None)."""
+        return A if self.frame is None else self.frame.matrix_to_x(A)
+
+    def input_covariance(self) -> np.ndarray:
+        """The covariance Σ of x (d × d): the identity, ``ρ^|i−j|``, or ``covariance``."""
+        if self.rho is not None:
+            i = np.arange(self.d)
+            return self.rho ** np.abs(i[:, None] - i[None, :]).astype(np.float64)
+        if self.covariance is not None:
+            return self.covariance.copy()
+        return np.eye(self.d)
 
     def __repr__(self) -> str:
+        extra = f", rho={self.rho}" if self.rho is not None else (
+            ", covariance=<d×d>" if self.covariance is not None else "")
         return (
             f"HMIModel(d={self.d}, m_star={self.m_star}, gamma={self.gamma}, link={self.link!r}, "
-            f"noise={self.noise}, seed={self.seed}, directions={self.directions!r})"
+            f"noise={self.noise}, seed={self.seed}, directions={self.directions!r}{extra})"
         )
 
     # ------------------------------------------------------------------ data
@@ -279,6 +312,9 @@ class HMIModel:
 
     def _rows(self, start: int, X: np.ndarray):
         """Fill ``X`` (checked by the caller) with rows ``start ..``; returns ``(X, y)``."""
+        if self.frame is None:  # a model with a covariance: its latent rows are rows of x
+            X, y = self._covariance_rows(start, X)
+            return X, y.astype(X.dtype, copy=False)
         G, y = self._latent(start, np.empty(X.shape, dtype=np.float64))
         _rotate_rows(G, self._V, self._S, X)
         return X, y.astype(X.dtype, copy=False)
@@ -288,7 +324,8 @@ class HMIModel:
 
         The engine streams these: T of the latent rows is rotated once at the
         end (docs/model.md). Labels are float64, computed from the float64
-        draws whatever the rows' dtype.
+        draws whatever the rows' dtype. For a model with a covariance
+        (``frame`` None) these are rows of x.
 
         Parameters
         ----------
@@ -316,6 +353,8 @@ class HMIModel:
 
     def _latent(self, start: int, G: np.ndarray):
         """Fill ``G`` (checked by the caller) with latent rows ``start ..``; returns ``(G, y)``."""
+        if self.frame is None:
+            return self._covariance_rows(start, G)
         n = G.shape[0]
         xi = np.empty((n, 1), dtype=np.float64)
         Z = np.empty((n, self.m_star), dtype=np.float64)
@@ -326,6 +365,23 @@ class HMIModel:
         if self.noise > 0:
             y += np.sqrt(self.noise) * xi[:, 0]
         return G, y
+
+    def _covariance_rows(self, start: int, X: np.ndarray):
+        """Fill ``X`` with rows of ``x = C u`` (C the AR(1) recursion or the Cholesky factor; u the
+        isotropic stream); returns ``(X, y)`` with float64 labels."""
+        n = X.shape[0]
+        U = np.empty((n, self.d), dtype=np.float64)
+        xi = np.empty((n, 1), dtype=np.float64)
+        fill_normals(self._key, start, U, xi)
+        Z = np.empty((n, self.m_star), dtype=np.float64)
+        if self.rho is not None:
+            _ar1_rows(U, self.rho, np.sqrt(1.0 - self.rho**2), self.W, X, Z)
+        else:
+            _cholesky_rows(U, self._chol, self.W, X, Z)
+        y = combine(self.links, self.a, Z)
+        if self.noise > 0:
+            y += np.sqrt(self.noise) * xi[:, 0]
+        return X, y
 
     def sample(self, n: int, dtype=np.float64):
         """The first ``n`` rows of the stream, in memory: ``(X, y)``."""
@@ -438,3 +494,68 @@ def _small_matmul(Z, M):
                 acc += M[k, l] * Z[i, l]
             out[i, k] = acc
     return out
+
+
+def _check_covariance(rho, covariance, d):
+    """``(rho, covariance, cholesky factor)``; ``rho=0`` is the isotropic model."""
+    if rho is not None and covariance is not None:
+        raise ValueError("rho, covariance: give one input covariance, not both")
+    if rho is not None:
+        if isinstance(rho, bool) or not isinstance(rho, (int, float, np.integer, np.floating)):
+            raise TypeError(f"rho: must be a number with |rho| < 1, got {rho!r}")
+        rho = float(rho)
+        if not (np.isfinite(rho) and abs(rho) < 1.0):
+            raise ValueError(f"rho: the AR(1) correlation must satisfy |rho| < 1, got {rho}")
+        return (None if rho == 0.0 else rho), None, None
+    if covariance is None:
+        return None, None, None
+    C = np.asarray(covariance)
+    if C.dtype.kind not in "fiu":
+        raise TypeError(f"covariance: unsupported dtype {C.dtype}; pass a real (d, d) matrix")
+    C = np.array(C, dtype=np.float64)
+    if C.shape != (d, d):
+        raise ValueError(f"covariance: expected shape ({d}, {d}), got {C.shape}")
+    if not np.isfinite(C).all():
+        raise ValueError("covariance: contains NaN or inf")
+    if not np.allclose(C, C.T, rtol=1e-10, atol=1e-12 * np.abs(C).max()):
+        raise ValueError("covariance: must be symmetric; pass (C + C.T) / 2")
+    C = 0.5 * (C + C.T)
+    try:
+        L = sla.cholesky(C, lower=True)
+    except sla.LinAlgError:
+        raise ValueError("covariance: must be positive definite (its Cholesky factorisation failed)") from None
+    return None, C, np.ascontiguousarray(L)
+
+
+@jit(parallel=True)
+def _ar1_rows(U, rho, s, W, X, Z):
+    """X[i] = AR(1) recursion on U[i] (x_0 = u_0, x_j = rho x_{j-1} + s u_j); Z[i] = W X[i], fixed order."""
+    n, d = U.shape
+    m = W.shape[0]
+    for i in prange(n):
+        prev = U[i, 0]
+        X[i, 0] = prev
+        for k in range(m):
+            Z[i, k] = W[k, 0] * prev
+        for j in range(1, d):
+            prev = rho * prev + s * U[i, j]
+            X[i, j] = prev
+            for k in range(m):
+                Z[i, k] += W[k, j] * prev
+
+
+@jit(parallel=True)
+def _cholesky_rows(U, L, W, X, Z):
+    """X[i] = L U[i] (L lower triangular), Z[i] = W X[i], fixed summation order (X may be U)."""
+    n, d = U.shape
+    m = W.shape[0]
+    for i in prange(n):
+        for k in range(m):
+            Z[i, k] = 0.0
+        for j in range(d - 1, -1, -1):  # from the last row of L: U[i, :j+1] is still unchanged
+            acc = 0.0
+            for l in range(j + 1):
+                acc += L[j, l] * U[i, l]
+            X[i, j] = acc
+            for k in range(m):
+                Z[i, k] += W[k, j] * acc
