@@ -458,7 +458,7 @@ class SpectralAccumulator:
             new = np.asfortranarray(np.triu(target) + np.ldexp(np.triu(c).astype(np.float64), 2 * e))
         if not np.isfinite(new).all():
             raise ValueError(
-                f"{what}: values too large: T overflows float64 (rows {row0}..{row0 + n - 1} reach "
+                f"{what}: values too large: the sums of T overflow float64 (rows {row0}..{row0 + n - 1} reach "
                 f"√|w|·|x| = {big:.3g}); rescale X, e.g. X / np.abs(X).max() (T scales by the square)"
             )
         target[...] = new

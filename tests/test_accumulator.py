@@ -225,7 +225,7 @@ def test_cancelling_huge_rows_give_zero_not_nan():
 def test_overflow_is_an_error_and_leaves_state_unchanged():
     acc = SpectralAccumulator(3, preprocess="identity").update(np.ones((4, 3)), np.ones(4))
     before = acc.copy()
-    with pytest.raises(ValueError, match=r"^X: values too large: T overflows float64 .* rescale X, e.g. X / np.abs\(X\).max\(\)"):
+    with pytest.raises(ValueError, match=r"^X: values too large: the sums of T overflow float64 .* rescale X, e.g. X / np.abs\(X\).max\(\)"):
         acc.update(np.full((5, 3), 1e300), np.ones(5))
     same_state(acc, before)
 
