@@ -206,9 +206,7 @@ def check_dense(X, name: str, ndim: int) -> np.ndarray:
     """
     if hasattr(X, "tocsr") or type(X).__module__.startswith("scipy.sparse"):
         raise TypeError(f"{name}: sparse input is not supported; pass a dense array, e.g. {name}.toarray()")
-    if isinstance(X, np.ma.MaskedArray):
-        raise TypeError(f"{name}: masked arrays are not supported; fill or drop the masked entries first "
-                        f"(e.g. {name}.filled(value) or {name}.compressed())")
+    _refuse_container(X, name)
     if X is None:
         raise TypeError(f"{name}: expected an array, got None")
     X = np.asarray(X)
@@ -235,3 +233,22 @@ def check_finite(X, name: str, row0: int = 0, fix: str = "remove or impute them"
         row = first_nonfinite_row(X)
         what = "entry" if X.ndim == 1 else "row"
         raise ValueError(f"{name}: {what} {row0 + row} contains NaN or inf; {fix}")
+
+
+def check_estimator_Xy(X, y, owner: str, min_samples: int = 1):
+    """``(X, y)`` for an estimator's ``fit``: dense float arrays (:func:`check_dense`), y of shape (n,) or
+    (n, 1), one label per row, at least ``min_samples`` rows and one feature."""
+    if y is None:
+        raise ValueError(f"y: {owner} requires y to be passed, but the target y is None")
+    X = check_dense(X, "X", 2)
+    if not isinstance(y, np.ma.MaskedArray) and not (hasattr(y, "tocsr") and hasattr(y, "nnz")):
+        y = np.asarray(y)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y.reshape(-1)
+    y = check_dense(y, "y", 1)
+    check_lengths(X.shape[0], y.shape[0])
+    if X.shape[0] < min_samples:
+        raise ValueError(f"X: {X.shape[0]} sample(s) (shape={X.shape}) while a minimum of {min_samples} is required.")
+    if X.shape[1] == 0:
+        raise ValueError(f"X: 0 feature(s) (shape={X.shape}) while a minimum of 1 is required.")
+    return X, y

@@ -7,7 +7,7 @@ import numbers
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 
-from ._validation import check_bool, check_center, check_dtype, check_float_array, check_lengths, not_fitted
+from ._validation import check_bool, check_center, check_dense, check_dtype, check_estimator_Xy, not_fitted
 from .accumulator import SpectralAccumulator
 from .eigen import topk_eigh
 from .engine import accumulate
@@ -356,41 +356,9 @@ def _residual_source(source, y, n, block_size):
 
 
 def _check_X(X):
-    """2-D real float array; sparse, complex and 1-D input get scikit-learn's wording."""
-    import scipy.sparse as sp
-
-    if sp.issparse(X):
-        raise TypeError("X: sparse input is not supported; pass a dense array, e.g. X.toarray()")
-    X = np.asarray(X) if not isinstance(X, np.ma.MaskedArray) else X
-    if np.iscomplexobj(X):
-        raise ValueError("X: Complex data not supported; pass real float32 or float64 values")
-    if X.dtype == object:
-        try:
-            X = X.astype(np.float64)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"X: object array that is not numeric ({exc}); convert to np.float32 or np.float64") from None
-    if X.ndim != 2:
-        raise ValueError(
-            f"X: expected a 2-D array of shape (n_samples, n_features), got shape {X.shape}. Reshape your data "
-            "with X.reshape(-1, 1) for a single feature or X.reshape(1, -1) for a single sample"
-        )
-    return check_float_array(X, "X", 2)
+    """2-D real float array; sparse, masked, complex and 1-D input get scikit-learn's wording."""
+    return check_dense(X, "X", 2)
 
 
 def _check_Xy(X, y):
-    if y is None:
-        raise ValueError("y: SpectralEstimator requires y to be passed, but the target y is None")
-    X = _check_X(X)
-    if not isinstance(y, np.ma.MaskedArray):
-        y = np.asarray(y)
-        if y.ndim == 2 and y.shape[1] == 1:
-            y = y.reshape(-1)
-        if y.dtype == object:
-            y = y.astype(np.float64)
-    y = check_float_array(y, "y", 1)
-    check_lengths(X.shape[0], y.shape[0])
-    if X.shape[0] == 0:
-        raise ValueError(f"X: 0 sample(s) (shape={X.shape}) while a minimum of 1 is required.")
-    if X.shape[1] == 0:
-        raise ValueError(f"X: 0 feature(s) (shape={X.shape}) while a minimum of 1 is required.")
-    return X, y
+    return check_estimator_Xy(X, y, "SpectralEstimator")

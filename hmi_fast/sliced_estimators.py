@@ -32,7 +32,7 @@ import scipy.linalg as sla
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.metaestimators import available_if
 
-from ._validation import check_dtype, check_float_array, check_lengths, not_fitted
+from ._validation import check_dense, check_dtype, check_estimator_Xy, not_fitted
 from .eigen import topk_eigh
 from .model import HMIModel
 from .sliced import SlicedAccumulator, check_edges, slice_edges
@@ -471,41 +471,11 @@ SAVE = SlicedAverageVarianceEstimation
 
 
 def _check_X(X):
-    import scipy.sparse as sp
-
-    if sp.issparse(X):
-        raise TypeError("X: sparse input is not supported; pass a dense array, e.g. X.toarray()")
-    X = np.asarray(X)
-    if np.iscomplexobj(X):
-        raise ValueError("X: Complex data not supported; pass real float32 or float64 values")
-    if X.dtype == object:
-        try:
-            X = X.astype(np.float64)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"X: object array that is not numeric ({exc}); convert to np.float32 or np.float64") from None
-    if X.ndim != 2:
-        raise ValueError(
-            f"X: expected a 2-D array of shape (n_samples, n_features), got shape {X.shape}. Reshape your data "
-            "with X.reshape(-1, 1) for a single feature or X.reshape(1, -1) for a single sample"
-        )
-    return check_float_array(X, "X", 2)
+    return check_dense(X, "X", 2)
 
 
 def _check_Xy(X, y, name):
-    if y is None:
-        raise ValueError(f"y: {name} requires y to be passed, but the target y is None")
-    X = _check_X(X)
-    y = np.asarray(y)
-    if y.ndim == 2 and y.shape[1] == 1:
-        y = y.reshape(-1)
-    if y.dtype == object:
-        y = y.astype(np.float64)
-    y = check_float_array(y, "y", 1)
-    check_lengths(X.shape[0], y.shape[0])
-    if X.shape[0] < 2:
-        raise ValueError(f"X: {X.shape[0]} sample(s) (shape={X.shape}) while a minimum of 2 is required.")
-    if X.shape[1] == 0:
-        raise ValueError(f"X: 0 feature(s) (shape={X.shape}) while a minimum of 1 is required.")
+    X, y = check_estimator_Xy(X, y, name, min_samples=2)
     bad = ~np.isfinite(y)
     if bad.any():
         raise ValueError(f"y: non-finite value at row {int(np.argmax(bad))}; remove or impute NaN/inf labels")

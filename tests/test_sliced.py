@@ -577,3 +577,24 @@ def test_selection_validation_grid_quick(capsys):
     for method in ("sir", "save", "save_bc"):
         c = table[(method, "edge, tw=2 (default)")]
         assert c["right"] >= 0.9 * c["cases"] and c["null: k > 0"] == 0, (method, dict(c))
+
+
+@pytest.mark.parametrize("Est", [SlicedInverseReg, SlicedAverageVarianceEstimation])
+def test_masked_and_sparse_input_refused_by_the_estimators(Est):
+    """A mask would be dropped by np.asarray: the estimators refuse it, as SpectralEstimator does."""
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((400, 4)), rng.standard_normal(400)
+    cases = [
+        ((np.ma.masked_array(X, mask=X > 2), y), r"^X: masked arrays are not supported \(the mask would be ignored\)"),
+        ((X, np.ma.masked_array(y, mask=y > 1)), r"^y: masked arrays are not supported .* y\[~y.mask\]"),
+        ((sp.csr_matrix(X), y), r"^X: sparse input is not supported; pass a dense array, e.g. X.toarray\(\)"),
+    ]
+    for args, msg in cases:
+        with pytest.raises(TypeError, match=msg):
+            Est().fit(*args)
+    est = Est().fit(X, y)
+    with pytest.raises(TypeError, match=r"^X: masked arrays are not supported"):
+        est.transform(np.ma.masked_array(X))
+    assert np.allclose(Est().fit(X, y[:, None]).directions_, est.directions_)  # y of shape (n, 1)
